@@ -1,0 +1,218 @@
+"""Idempotent JetStream consumers.
+
+A durable pull consumer with explicit acks feeds handlers. The id of each
+applied event goes into the inbox table in the handler's own transaction, so a
+redelivery (a crash before the ack, a replay, a JetStream retry) finds the id
+and is acknowledged without applying the effect twice. A message that keeps
+failing is retried with backoff, then parked on the dead-letter subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import nats.errors
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.kit.bus import EventBus
+from services.kit.events import EventEnvelope, subject_of
+from services.kit.streams import dlq_subject, producer_of, stream_name
+from services.kit.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("tally.kit.consumer")
+
+U = TypeVar("U", bound=UnitOfWork)
+# A handler applies one event inside the unit of work the consumer opened; it
+# must not commit: the consumer commits the effect and the inbox row together.
+Handler = Callable[[U, Any, EventEnvelope], Awaitable[None]]
+
+HEADER_DLQ_REASON = "Tally-Dlq-Reason"
+HEADER_DLQ_SUBJECT = "Tally-Dlq-Original-Subject"
+HEADER_DLQ_DELIVERIES = "Tally-Dlq-Deliveries"
+
+
+class Inbox:
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    async def claim(self, session: AsyncSession, consumer: str, envelope: EventEnvelope) -> bool:
+        """True the first time this consumer sees the event, False on a repeat."""
+        stmt = (
+            pg_insert(self.table)
+            .values(consumer=consumer, event_id=envelope.event_id, subject=envelope.subject)
+            .on_conflict_do_nothing()
+            .returning(self.table.c.event_id)
+        )
+        return (await session.execute(stmt)).first() is not None
+
+
+@dataclass
+class Subscription(Generic[U]):
+    """Which events a durable consumer applies, with what, and how it retries."""
+
+    durable: str
+    handlers: Mapping[type[Message], Handler[U]]
+    max_deliver: int = 5
+    backoff_seconds: Sequence[float] = (1.0, 5.0, 30.0, 120.0)
+    batch_size: int = 100
+    ack_wait_seconds: float = 30.0
+    by_subject: dict[str, tuple[type[Message], Handler[U]]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_subject = {subject_of(cls): (cls, h) for cls, h in self.handlers.items()}
+        producers = {producer_of(s) for s in self.by_subject}
+        if len(producers) != 1:
+            # One stream per producer: a durable consumer lives on exactly one.
+            raise ValueError(f"{self.durable}: handlers span producers {sorted(producers)}")
+        self.stream = stream_name(producers.pop())
+
+
+class EventConsumer(Generic[U]):
+    def __init__(
+        self,
+        service: str,
+        bus: EventBus,
+        uow_factory: Callable[[], U],
+        inbox: Inbox,
+        subscription: Subscription[U],
+        *,
+        fetch_timeout: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.bus = bus
+        self.uow_factory = uow_factory
+        self.inbox = inbox
+        self.sub = subscription
+        self.fetch_timeout = fetch_timeout
+        self._psub: Any = None
+
+    @property
+    def consumer_name(self) -> str:
+        return f"{self.service}-{self.sub.durable}"
+
+    async def provision(self) -> None:
+        """Create or update the durable consumer; idempotent across replicas."""
+        config = ConsumerConfig(
+            durable_name=self.consumer_name,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            filter_subjects=sorted(self.sub.by_subject),
+            # The kit parks poison messages itself; this is a backstop.
+            max_deliver=self.sub.max_deliver + 1,
+            ack_wait=self.sub.ack_wait_seconds,
+            max_ack_pending=max(1000, self.sub.batch_size * 4),
+        )
+        js = self.bus.js
+        # The server treats a create of an existing durable as an update of
+        # its editable fields, so every replica may run this at every start.
+        await js.add_consumer(self.sub.stream, config)
+        self._psub = await js.pull_subscribe_bind(
+            durable=self.consumer_name, stream=self.sub.stream
+        )
+
+    async def run(self) -> None:
+        if self._psub is None:
+            await self.provision()
+        failures = 0
+        while True:
+            try:
+                msgs = await self._psub.fetch(self.sub.batch_size, timeout=self.fetch_timeout)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("%s: fetch failed (%s)", self.consumer_name, exc)
+                await asyncio.sleep(min(10.0, 0.2 * 2**failures))
+                continue
+            failures = 0
+            for msg in msgs:
+                await self.handle(msg)
+
+    async def handle(self, msg: Msg) -> None:
+        """Apply one message at most once, then ack; nak or park it on failure."""
+        headers = dict(msg.headers or {})
+        parent = propagate.extract(headers)
+        token = otel_context.attach(parent)
+        try:
+            with tracer.start_as_current_span(
+                f"consume {msg.subject}", kind=trace.SpanKind.CONSUMER
+            ) as span:
+                span.set_attribute("messaging.system", "nats")
+                span.set_attribute("messaging.destination.name", msg.subject)
+                span.set_attribute("messaging.consumer.group.name", self.consumer_name)
+                try:
+                    await self.apply(msg.subject, headers, msg.data)
+                except Exception as exc:
+                    span.record_exception(exc)
+                    await self._on_failure(msg, headers, exc)
+                    return
+                await msg.ack()
+        finally:
+            otel_context.detach(token)
+
+    async def apply(self, subject: str, headers: dict[str, str], data: bytes) -> bool:
+        """Apply an event in one transaction with its inbox row; False if seen before."""
+        envelope = EventEnvelope.from_message(subject, headers, data)
+        entry = self.sub.by_subject.get(subject)
+        if entry is None:
+            log.warning("%s: no handler for %s; acknowledged", self.consumer_name, subject)
+            return False
+        message_cls, handler = entry
+        event = message_cls()
+        event.ParseFromString(data)
+        async with self.uow_factory() as uow:
+            if not await self.inbox.claim(uow.session, self.consumer_name, envelope):
+                return False
+            await handler(uow, event, envelope)
+            await uow.commit()
+        return True
+
+    async def _on_failure(self, msg: Msg, headers: dict[str, str], exc: Exception) -> None:
+        delivered = int(msg.metadata.num_delivered or 1)
+        if delivered >= self.sub.max_deliver:
+            log.error(
+                "%s: parking %s after %d deliveries: %s",
+                self.consumer_name,
+                headers.get("Nats-Msg-Id"),
+                delivered,
+                exc,
+            )
+            dead_headers = {
+                **headers,
+                HEADER_DLQ_REASON: f"{type(exc).__name__}: {exc}"[:500],
+                HEADER_DLQ_SUBJECT: msg.subject,
+                HEADER_DLQ_DELIVERIES: str(delivered),
+            }
+            # A fresh id: the original one would be deduped against nothing useful,
+            # and the same event may be parked by two consumers.
+            dead_headers.pop("Nats-Msg-Id", None)
+            await self.bus.js.publish(
+                dlq_subject(self.service, self.sub.durable), msg.data, headers=dead_headers
+            )
+            await msg.term()
+            return
+        backoff = self.sub.backoff_seconds
+        delay = backoff[min(delivered - 1, len(backoff) - 1)] if backoff else 0
+        log.warning(
+            "%s: %s failed on delivery %d (%s); retry in %gs",
+            self.consumer_name,
+            headers.get("Nats-Msg-Id"),
+            delivered,
+            exc,
+            delay,
+        )
+        await msg.nak(delay=delay)

@@ -1,0 +1,214 @@
+"""The whole suite as separate processes on one machine.
+
+Used by ``tally dev up`` (``make run``) and by the end-to-end tests, so what a
+developer runs is what the tests run: embedded PostgreSQL and NATS, migrations,
+then the five services and the gateway, each its own ``tally serve`` process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.kit.devstack._process import spawn, stop_child
+from services.kit.devstack.errors import DevStackError
+from services.kit.devstack.nats import EmbeddedNats
+from services.kit.devstack.ports import ensure_port_free, free_port
+from services.kit.devstack.postgres import EmbeddedPostgres
+from services.kit.settings import DEFAULT_GATEWAY_PORT, DEFAULT_GRPC_PORTS, SERVICE_NAMES
+
+DATABASE = "tally"
+PROCESSES = (*SERVICE_NAMES, "gateway")
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise DevStackError(f"{name}={value!r} is not a port number") from None
+
+
+@dataclass
+class SuitePorts:
+    postgres: int
+    nats: int
+    gateway: int
+    services: dict[str, int]
+
+    @classmethod
+    def defaults(cls) -> SuitePorts:
+        """README ports for the services and gateway, each overridable by environment.
+
+        PostgreSQL and NATS take ``TALLY_DEV_PG_PORT``/``TALLY_DEV_NATS_PORT`` or
+        a free port, so a system PostgreSQL on 5432 never gets in the way.
+        """
+        return cls(
+            postgres=_env_port("TALLY_DEV_PG_PORT", 0) or free_port(),
+            nats=_env_port("TALLY_DEV_NATS_PORT", 0) or free_port(),
+            gateway=_env_port("GATEWAY_HTTP_PORT", DEFAULT_GATEWAY_PORT),
+            services={
+                s: _env_port(f"{s.upper()}_GRPC_PORT", DEFAULT_GRPC_PORTS[s]) for s in SERVICE_NAMES
+            },
+        )
+
+    @classmethod
+    def free(cls) -> SuitePorts:
+        return cls(free_port(), free_port(), free_port(), {s: free_port() for s in SERVICE_NAMES})
+
+
+@dataclass
+class Suite:
+    data_dir: Path
+    ports: SuitePorts = field(default_factory=SuitePorts.defaults)
+    durable: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+    postgres: EmbeddedPostgres = field(init=False)
+    nats: EmbeddedNats = field(init=False)
+    processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.postgres = EmbeddedPostgres(
+            self.data_dir / "postgres",
+            self.ports.postgres,
+            durable=self.durable,
+            log_dir=self.log_dir,
+        )
+        self.nats = EmbeddedNats(self.data_dir / "nats", self.ports.nats, log_dir=self.log_dir)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.dsn_for(DATABASE)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    def service_address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports.services[service]}"
+
+    def env(self) -> dict[str, str]:
+        """The environment every suite process gets: shared URLs, per-service ports."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(
+            DATABASE_URL=self.database_url,
+            NATS_URL=self.nats.url,
+            GATEWAY_HTTP_PORT=str(self.ports.gateway),
+            PYTHONUNBUFFERED="1",
+        )
+        for service, port in self.ports.services.items():
+            env[f"{service.upper()}_GRPC_PORT"] = str(port)
+            env[f"GATEWAY_{service.upper()}_ADDR"] = self.service_address(service)
+        env.update(self.extra_env)
+        return env
+
+    def check_ports(self) -> None:
+        """Refuse to start half a suite: every port must be free before anything runs."""
+        ensure_port_free(self.ports.gateway, what="gateway (GATEWAY_HTTP_PORT)")
+        for service, port in self.ports.services.items():
+            ensure_port_free(port, what=f"{service} ({service.upper()}_GRPC_PORT)")
+
+    def start_infra(self) -> None:
+        self.postgres.start()
+        self.nats.start()
+        self.postgres.create_database(DATABASE)
+
+    def migrate(self) -> None:
+        from services.kit import migrations
+
+        for service in SERVICE_NAMES:
+            migrations.upgrade(service, self.database_url)
+
+    def start_process(self, name: str) -> subprocess.Popen[bytes]:
+        proc = spawn(
+            [sys.executable, "-m", "services.cli.main", "serve", name],
+            log_path=self.log_dir / f"{name}.log",
+            deathsig=signal.SIGTERM,
+            env=self.env(),
+        )
+        self.processes[name] = proc
+        return proc
+
+    def start_processes(self) -> None:
+        for name in PROCESSES:
+            self.start_process(name)
+
+    def health(self) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(f"{self.gateway_url}/healthz", timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    def wait_healthy(self, timeout: float = 60.0) -> dict[str, object]:
+        """Until the gateway says all five are SERVING; fail fast if a process dies."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            self.raise_if_exited()
+            try:
+                status, last = self.health()
+                if status == 200:
+                    return last
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise DevStackError(
+            f"suite not healthy after {timeout:g}s: {last or 'gateway not answering'}"
+        )
+
+    def raise_if_exited(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise DevStackError(
+                    f"{name} exited with status {proc.returncode}: {self.last_log_line(name)}"
+                )
+
+    def last_log_line(self, name: str) -> str:
+        try:
+            lines = (self.log_dir / f"{name}.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        errors = [line for line in lines if line.startswith("tally: error:")]
+        return (errors or lines or ["(empty log)"])[-1]
+
+    def stop_process(
+        self, name: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 15
+    ) -> None:
+        proc = self.processes.get(name)
+        if proc is not None:
+            stop_child(proc, sig, timeout)
+
+    def stop(self) -> None:
+        """Gateway first, then services, then NATS, then PostgreSQL; idempotent."""
+        for name in reversed(PROCESSES):
+            self.stop_process(name)
+        self.nats.stop()
+        self.postgres.stop()
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.check_ports()
+        try:
+            self.start_infra()
+            self.migrate()
+            self.start_processes()
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise

@@ -1,0 +1,166 @@
+"""Service configuration from environment variables (pydantic-settings).
+
+Every variable can be given per service (``USAGE_DATABASE_URL``) or once for
+all (``DATABASE_URL``); the prefixed one wins. Compose sets the unprefixed
+names per container, while ``tally dev up`` and tests can run five services
+from one environment with prefixed overrides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SERVICE_NAMES: tuple[str, ...] = ("catalog", "subscriptions", "usage", "invoicing", "payments")
+
+# The ports the README promises; each overridable by <SERVICE>_GRPC_PORT.
+DEFAULT_GRPC_PORTS: dict[str, int] = {
+    "catalog": 50051,
+    "subscriptions": 50052,
+    "usage": 50053,
+    "invoicing": 50054,
+    "payments": 50055,
+}
+DEFAULT_GATEWAY_PORT = 8080
+
+
+def asyncpg_url(url: str) -> str:
+    """Accept the libpq-style URL ops write and give SQLAlchemy its asyncpg dialect."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(f"not a PostgreSQL URL: {url!r} (expected postgresql://user@host:port/db)")
+
+
+class CommonSettings(BaseSettings):
+    """Settings every process shares; subclasses add their own fields."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, env_ignore_empty=True)
+
+    # Subclasses set the prefix; empty means "no per-service override".
+    env_prefix_name: ClassVar[str] = ""
+
+    log_level: str = "INFO"
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        if cls.env_prefix_name:
+            sources.append(EnvSettingsSource(settings_cls, env_prefix=f"{cls.env_prefix_name}_"))
+        sources.append(EnvSettingsSource(settings_cls, env_prefix=""))
+        return tuple(sources)
+
+
+class ServiceSettings(CommonSettings):
+    """What a gRPC service process needs: its database schema, NATS and ports."""
+
+    service_name: ClassVar[str] = ""
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/tally"
+    db_schema: str = ""
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    nats_url: str = "nats://127.0.0.1:4222"
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    # Ops run API-only and worker-only replicas of one image with this switch.
+    worker_billing_enabled: bool = True
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+    startup_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Outbox relay and consumers.
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    outbox_batch_size: int = Field(default=500, ge=1)
+    consumer_batch_size: int = Field(default=100, ge=1)
+    consumer_max_deliver: int = Field(default=5, ge=1)
+    consumer_backoff_seconds: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: str) -> str:
+        asyncpg_url(value)
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url_has_scheme(cls, value: str) -> str:
+        for url in value.split(","):
+            if not url.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(f"not a NATS URL: {url!r} (expected nats://host:port)")
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        if not self.db_schema:
+            self.db_schema = self.service_name
+        if not self.grpc_port:
+            self.grpc_port = DEFAULT_GRPC_PORTS.get(self.service_name, 0)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return asyncpg_url(self.database_url)
+
+
+def settings_class_for(service: str) -> type[ServiceSettings]:
+    """The settings class of one service, reading ``<SERVICE>_*`` before the shared names."""
+    if service not in SERVICE_NAMES:
+        raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICE_NAMES)}")
+    return type(
+        f"{service.capitalize()}Settings",
+        (ServiceSettings,),
+        {"service_name": service, "env_prefix_name": service.upper(), "__module__": __name__},
+    )
+
+
+class GatewaySettings(CommonSettings):
+    env_prefix_name: ClassVar[str] = "GATEWAY"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535)
+    catalog_addr: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS['catalog']}"
+    subscriptions_addr: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS['subscriptions']}"
+    usage_addr: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS['usage']}"
+    invoicing_addr: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS['invoicing']}"
+    payments_addr: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS['payments']}"
+    grpc_deadline_seconds: float = Field(default=5.0, gt=0)
+    health_deadline_seconds: float = Field(default=1.0, gt=0)
+    portal_billing_enabled: bool = True
+    admin_billing_enabled: bool = True
+
+    def service_addresses(self) -> dict[str, str]:
+        return {name: getattr(self, f"{name}_addr") for name in SERVICE_NAMES}
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings, turning validation errors into one line naming the variables."""
+    from pydantic import ValidationError
+
+    from services.kit.errors import StartupError
+
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = f"{cls.env_prefix_name}_" if cls.env_prefix_name else ""
+        problems = "; ".join(
+            f"{prefix}{name} or {name}: {err['msg']}"
+            for err in exc.errors()
+            for name in ["_".join(str(p) for p in err["loc"]).upper()]
+        )
+        raise StartupError(f"invalid configuration: {problems}") from None

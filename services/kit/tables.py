@@ -1,0 +1,69 @@
+"""The kit's own tables, created in every service's schema by its first migration."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """Events written in the same transaction as the change that caused them.
+
+    ``seq`` gives the publish order: the relay sends strictly by ``seq``, so
+    events of one aggregate reach JetStream in the order they were committed.
+    """
+    return Table(
+        "outbox_event",
+        metadata,
+        Column("seq", BigInteger, Identity(always=True), primary_key=True),
+        Column("event_id", Text, nullable=False, unique=True),
+        Column("subject", Text, nullable=False),
+        Column("event_type", Text, nullable=False),
+        Column("aggregate_id", Text, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("context", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("occurred_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True), nullable=True),
+        Index(
+            "ix_outbox_event_unpublished",
+            "seq",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    """Ids of the events each consumer has applied, written with the effect."""
+    return Table(
+        "inbox_message",
+        metadata,
+        Column("consumer", Text, nullable=False),
+        Column("event_id", Text, nullable=False),
+        Column("subject", Text, nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("consumer", "event_id"),
+    )
+
+
+def service_metadata(schema: str) -> MetaData:
+    """A service's metadata, born with the kit's outbox and inbox tables."""
+    from services.kit.db import make_metadata
+
+    metadata = make_metadata(schema)
+    outbox_table(metadata)
+    inbox_table(metadata)
+    return metadata

@@ -1,0 +1,82 @@
+"""Unit of work: one transaction per use case, events included.
+
+Handlers do ``async with uow: ...; await uow.commit()``. Events emitted inside
+are written to the outbox in the same transaction, so the change and its events
+commit or vanish together. Services subclass it to hang their repositories on
+the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from google.protobuf.message import Message
+from opentelemetry import propagate
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.kit.db import Database
+from services.kit.events import EventEnvelope
+from services.kit.outbox import Outbox
+
+
+class UnitOfWork:
+    session: AsyncSession
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        on_events_committed: Callable[[], None] | None = None,
+    ) -> None:
+        self.database = database
+        self.outbox = outbox
+        self._on_events_committed = on_events_committed
+        self._pending: list[EventEnvelope] = []
+        self._done = False
+
+    async def __aenter__(self) -> Self:
+        self.session = self.database.sessions()
+        await self.session.begin()
+        self._pending = []
+        self._done = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._done:
+                await self.rollback()
+        finally:
+            await self.session.close()
+
+    def emit(self, event: Message, *, aggregate_id: str) -> EventEnvelope:
+        """Record an event to publish if, and only if, this unit commits."""
+        context: dict[str, str] = {}
+        propagate.inject(context)  # the consumer's span continues this trace
+        envelope = EventEnvelope.wrap(event, aggregate_id=aggregate_id, context=context)
+        self._pending.append(envelope)
+        return envelope
+
+    @property
+    def emitted(self) -> tuple[EventEnvelope, ...]:
+        return tuple(self._pending)
+
+    async def commit(self) -> None:
+        had_events = bool(self._pending)
+        await self.outbox.write(self.session, self._pending)
+        await self.session.commit()
+        self._done = True
+        self._pending = []
+        if had_events and self._on_events_committed:
+            self._on_events_committed()
+
+    async def rollback(self) -> None:
+        self._pending = []
+        self._done = True
+        await self.session.rollback()

@@ -1,0 +1,11 @@
+"""SQL for the usage schema (SQLAlchemy 2 async).
+
+Holds only the kit's outbox and inbox tables until the usage issue adds its own.
+"""
+
+from __future__ import annotations
+
+from services.kit.tables import service_metadata
+
+SCHEMA = "usage"
+metadata = service_metadata(SCHEMA)

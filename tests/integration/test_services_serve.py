@@ -1,0 +1,88 @@
+"""Every service starts on the kit, reports health, lists itself through reflection
+and answers UNIMPLEMENTED for RPCs whose issue has not landed yet."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.protobuf.descriptor_pool import DescriptorPool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from services.kit import migrations
+from services.kit.settings import SERVICE_NAMES
+from tests.support.services import service_in_process
+
+pytestmark = pytest.mark.integration
+
+FULL_NAMES = {s: f"tally.{s}.v1.{s.capitalize()}Service" for s in SERVICE_NAMES}
+
+
+@pytest.fixture(scope="module")
+async def migrated(database_url: str) -> AsyncIterator[str]:
+    for service in SERVICE_NAMES:
+        await migrations.upgrade_async(service, database_url)
+    yield database_url
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+async def test_service_is_serving_and_reflects_its_api(
+    migrated: str, nats_url: str, service: str
+) -> None:
+    async with (
+        service_in_process(service, migrated, nats_url) as runtime,
+        grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", FULL_NAMES[service]):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        reflection_db = ProtoReflectionDescriptorDatabase(_sync_channel(runtime.port))
+        services = set(reflection_db.get_services())
+        assert {FULL_NAMES[service], "grpc.health.v1.Health"} <= services
+        pool = DescriptorPool(reflection_db)
+        described = pool.FindServiceByName(FULL_NAMES[service])
+        assert len(described.methods) > 0
+
+        # Until its issue lands, every RPC says so plainly.
+        method = described.methods[0]
+        call = channel.unary_unary(
+            f"/{described.full_name}/{method.name}",
+            request_serializer=lambda _: b"",
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(None, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_shutdown_reports_not_serving_before_stopping(migrated: str, nats_url: str) -> None:
+    async with (
+        service_in_process("catalog", migrated, nats_url) as runtime,
+        grpc.aio.insecure_channel(f"127.0.0.1:{runtime.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        await runtime.health.enter_graceful_shutdown()
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_api_only_replica_runs_no_background_work(migrated: str, nats_url: str) -> None:
+    async with service_in_process(
+        "usage", migrated, nats_url, worker_billing_enabled=False
+    ) as api_only:
+        names = {t.get_name() for t in api_only._tasks}
+        assert not any("outbox-relay" in n for n in names)
+    async with service_in_process("usage", migrated, nats_url) as worker:
+        names = {t.get_name() for t in worker._tasks}
+        assert any("outbox-relay" in n for n in names)
+
+
+def _sync_channel(port: int) -> grpc.Channel:
+    # The reflection client helper is synchronous.
+    return grpc.insecure_channel(f"127.0.0.1:{port}")
