@@ -64,14 +64,14 @@ class _Schemas:
             value = field.message_type.fields_by_name["value"]
             return {"type": "object", "additionalProperties": self._single(value)}
         single = self._single(field)
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             return {"type": "array", "items": single}
         return single
 
     def _single(self, field: FieldDescriptor) -> dict[str, Any]:
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.message_type is not None:
             return self.ref(field.message_type)
-        if field.type == FieldDescriptor.TYPE_ENUM:
+        if field.enum_type is not None:
             return _enum(field.enum_type)
         return dict(_SCALARS[field.type])
 

@@ -28,9 +28,15 @@ class EventBus:
     flip its health status while NATS is away.
     """
 
-    def __init__(self, nc: Client) -> None:
-        self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(timeout=10)
+    def __init__(
+        self, url: str, name: str, on_connection_change: ConnectionListener | None
+    ) -> None:
+        self.url = url
+        self.name = name
+        self._listener = on_connection_change
+        self._closing = False
+        self.nc: Client
+        self.js: JetStreamContext
 
     @classmethod
     async def connect(
@@ -41,31 +47,25 @@ class EventBus:
         timeout: float = 10.0,
         on_connection_change: ConnectionListener | None = None,
     ) -> EventBus:
-        async def disconnected() -> None:
-            log.warning("nats disconnected from %s", url)
-            if on_connection_change:
-                await on_connection_change(False)
+        bus = cls(url, name, on_connection_change)
+        await bus._connect(timeout)
+        return bus
 
-        async def reconnected() -> None:
-            log.info("nats reconnected to %s", url)
-            if on_connection_change:
-                await on_connection_change(True)
-
-        async def error(exc: Exception) -> None:
-            log.debug("nats error: %s", exc)
-
+    async def _connect(self, timeout: float) -> None:
+        url = self.url
         try:
             async with asyncio.timeout(timeout):
-                nc = await nats.connect(
+                self.nc = await nats.connect(
                     servers=url.split(","),
-                    name=name,
+                    name=self.name,
                     connect_timeout=min(2.0, timeout),
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
-                    disconnected_cb=disconnected,
-                    reconnected_cb=reconnected,
-                    error_cb=error,
+                    drain_timeout=5,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                    error_cb=self._error,
                 )
         except TimeoutError:
             raise StartupError(
@@ -75,13 +75,27 @@ class EventBus:
             raise StartupError(
                 f"NATS unreachable at {url}: {str(exc) or type(exc).__name__}"
             ) from None
-        bus = cls(nc)
+        self.js = self.nc.jetstream(timeout=10)
         try:
-            await bus.js.account_info()
+            await self.js.account_info()
         except Exception as exc:
-            await nc.close()
+            await self.nc.close()
             raise StartupError(f"NATS at {url} has no JetStream enabled: {exc}") from None
-        return bus
+
+    async def _disconnected(self) -> None:
+        if self._closing:
+            return
+        log.warning("nats disconnected from %s", self.url)
+        if self._listener:
+            await self._listener(False)
+
+    async def _reconnected(self) -> None:
+        log.info("nats reconnected to %s", self.url)
+        if self._listener:
+            await self._listener(True)
+
+    async def _error(self, exc: Exception) -> None:
+        log.debug("nats error: %s", exc)
 
     async def ensure_streams(self, configs: Iterable[StreamConfig]) -> None:
         """Create or update streams; safe to run from every replica at every start."""
@@ -128,6 +142,7 @@ class EventBus:
         return bool(self.nc.is_connected)
 
     async def close(self) -> None:
+        self._closing = True
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()

@@ -10,6 +10,7 @@ failing is retried with backoff, then parked on the dead-letter subject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,19 @@ class EventConsumer(Generic[U]):
     async def run(self) -> None:
         if self._psub is None:
             await self.provision()
+        try:
+            await self._fetch_and_handle()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Drop the pull subscription so the connection can drain quickly."""
+        psub, self._psub = self._psub, None
+        if psub is not None:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _fetch_and_handle(self) -> None:
         failures = 0
         while True:
             try:

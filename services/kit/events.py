@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.message import Message
@@ -23,7 +24,8 @@ HEADER_OCCURRED_AT = "Tally-Occurred-At"  # ISO 8601, UTC
 
 def subject_of(message: Message | type[Message]) -> str:
     descriptor = message.DESCRIPTOR
-    subject: str = descriptor.GetOptions().Extensions[options_pb2.event_subject]
+    extension: Any = options_pb2.event_subject  # a custom option; the stubs type it loosely
+    subject: str = descriptor.GetOptions().Extensions[extension]
     if not subject:
         raise ValueError(f"{descriptor.full_name} has no (tally.events.v1.event_subject) option")
     return subject

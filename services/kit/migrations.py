@@ -34,6 +34,7 @@ def service_metadata_of(service: str) -> MetaData:
 def alembic_config(service: str, database_url: str, schema: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(ENV_DIR))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(versions_dir(service)))
     config.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(slug)s")
     config.set_main_option("sqlalchemy.url", asyncpg_url(database_url).replace("%", "%%"))

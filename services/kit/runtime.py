@@ -24,6 +24,8 @@ from sqlalchemy import MetaData, text
 from services.kit.bus import EventBus
 from services.kit.consumer import EventConsumer, Inbox, Subscription
 from services.kit.db import Database, redact
+from services.kit.devstack.errors import DevStackError
+from services.kit.devstack.ports import ensure_port_free
 from services.kit.errors import StartupError
 from services.kit.outbox import Outbox, OutboxRelay
 from services.kit.rpc.interceptors import ErrorMappingInterceptor
@@ -88,6 +90,13 @@ class ServiceSpec:
     extra_producers: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _require_free_port(service: str, host: str, port: int) -> None:
+    try:
+        ensure_port_free(port, host, what=f"{service} ({service.upper()}_GRPC_PORT)")
+    except DevStackError as exc:
+        raise StartupError(str(exc)) from None
+
+
 class ServiceRuntime:
     def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
         self.spec = spec
@@ -103,6 +112,10 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         s = self.settings
+        if s.grpc_port:
+            # Before anything connects: a taken port is the most common
+            # mistake, and gRPC's own bind failure logs a C-core line.
+            _require_free_port(self.spec.name, s.grpc_host, s.grpc_port)
         configure_tracing(self.spec.name, s.otel_exporter_otlp_endpoint)
         database = Database(
             s.database_url, s.db_schema, logical_schema=self.spec.name, pool_size=s.db_pool_size
@@ -158,7 +171,10 @@ class ServiceRuntime:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
         server = grpc.aio.server(
-            interceptors=[aio_server_interceptor(), ErrorMappingInterceptor(self.spec.name)],
+            interceptors=[
+                aio_server_interceptor(),  # type: ignore[no-untyped-call]
+                ErrorMappingInterceptor(self.spec.name),
+            ],
             options=[("grpc.so_reuseport", 0)],
         )
         self._service_names = list(self.spec.register(server, ctx))

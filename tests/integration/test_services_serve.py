@@ -3,10 +3,12 @@ and answers UNIMPLEMENTED for RPCs whose issue has not landed yet."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -42,11 +44,10 @@ async def test_service_is_serving_and_reflects_its_api(
             reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
-        reflection_db = ProtoReflectionDescriptorDatabase(_sync_channel(runtime.port))
-        services = set(reflection_db.get_services())
+        # The reflection client is synchronous and the server shares this
+        # event loop, so the client runs on another thread.
+        services, described = await asyncio.to_thread(_reflect, runtime.port, FULL_NAMES[service])
         assert {FULL_NAMES[service], "grpc.health.v1.Health"} <= services
-        pool = DescriptorPool(reflection_db)
-        described = pool.FindServiceByName(FULL_NAMES[service])
         assert len(described.methods) > 0
 
         # Until its issue lands, every RPC says so plainly.
@@ -83,6 +84,9 @@ async def test_api_only_replica_runs_no_background_work(migrated: str, nats_url:
         assert any("outbox-relay" in n for n in names)
 
 
-def _sync_channel(port: int) -> grpc.Channel:
-    # The reflection client helper is synchronous.
-    return grpc.insecure_channel(f"127.0.0.1:{port}")
+def _reflect(port: int, service: str) -> tuple[set[str], ServiceDescriptor]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reflection_db = ProtoReflectionDescriptorDatabase(channel)
+        services = set(reflection_db.get_services())
+        described = DescriptorPool(reflection_db).FindServiceByName(service)
+    return services, described

@@ -96,7 +96,7 @@ def test_port_in_use(migrated: str, infra: Infra, listening_port: int) -> None:
             "CATALOG_GRPC_PORT": str(listening_port),
         },
     )
-    assert_one_error_line(result, "cannot listen", str(listening_port))
+    assert_one_error_line(result, "CATALOG_GRPC_PORT", f"port {listening_port}", "already in use")
 
 
 def test_unmigrated_schema(database_url: str, infra: Infra) -> None:
