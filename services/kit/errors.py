@@ -113,3 +113,38 @@ class StartupError(Exception):
     The CLI prints ``str(error)`` as the single error line and exits non-zero,
     so the message must name what is wrong and where (URL, port, variable).
     """
+
+
+class Violations:
+    """Collects every bad field of a request before failing once.
+
+    Callers see all their mistakes in one answer instead of fixing them one
+    round trip at a time::
+
+        v = Violations()
+        v.check(code != "", "code", "is required")
+        v.raise_if_any()
+    """
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def check(self, ok: bool, field: str, description: str) -> bool:
+        if not ok:
+            self.add(field, description)
+        return ok
+
+    def extend(self, other: Violations, prefix: str = "") -> None:
+        for item in other.items:
+            name = f"{prefix}.{item.field}" if prefix and item.field else prefix or item.field
+            self.items.append(FieldViolation(name, item.description))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self, reason: str = "INVALID_ARGUMENT") -> None:
+        if self.items:
+            raise InvalidArgument.of(self.items, reason=reason)

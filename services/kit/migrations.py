@@ -69,7 +69,7 @@ def migration_schema() -> str:
 
 
 def kit_tables_v1_upgrade() -> None:
-    """Create the outbox and inbox tables, as of kit schema version 1.
+    """Create the outbox, inbox and request-id tables, as of kit schema version 1.
 
     Called from each service's first revision. A later change to these tables
     gets a ``kit_tables_v2_upgrade`` and a new revision in every service, so
@@ -78,16 +78,18 @@ def kit_tables_v1_upgrade() -> None:
     from alembic import op
     from sqlalchemy import MetaData as _MetaData
 
-    from services.kit.tables import inbox_table, outbox_table
+    from services.kit.tables import inbox_table, outbox_table, request_table
 
     metadata = _MetaData(schema=migration_schema())
     bind = op.get_bind()
     outbox_table(metadata).create(bind)
     inbox_table(metadata).create(bind)
+    request_table(metadata).create(bind)
 
 
 def kit_tables_v1_downgrade() -> None:
     from alembic import op
 
+    op.drop_table("idempotent_request", schema=migration_schema())
     op.drop_table("inbox_message", schema=migration_schema())
     op.drop_table("outbox_event", schema=migration_schema())

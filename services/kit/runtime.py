@@ -27,6 +27,7 @@ from services.kit.db import Database, redact
 from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.ports import ensure_port_free
 from services.kit.errors import StartupError
+from services.kit.idempotency import RequestLog
 from services.kit.outbox import Outbox, OutboxRelay
 from services.kit.rpc.interceptors import ErrorMappingInterceptor
 from services.kit.settings import ServiceSettings
@@ -49,6 +50,7 @@ class ServiceContext:
     outbox: Outbox
     inbox: Inbox
     relay: OutboxRelay
+    requests: RequestLog
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.database, self.outbox, on_events_committed=self.relay.wake)
@@ -141,7 +143,8 @@ class ServiceRuntime:
             batch_size=s.outbox_batch_size,
             poll_seconds=s.outbox_poll_seconds,
         )
-        ctx = ServiceContext(s, database, bus, outbox, inbox, relay)
+        requests = RequestLog(self.spec.metadata.tables[f"{self.spec.name}.idempotent_request"])
+        ctx = ServiceContext(s, database, bus, outbox, inbox, relay, requests)
         self.context = ctx
         try:
             subscriptions = self.spec.subscriptions(ctx)

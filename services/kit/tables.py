@@ -59,6 +59,20 @@ def inbox_table(metadata: MetaData) -> Table:
     )
 
 
+def request_table(metadata: MetaData) -> Table:
+    """Responses of mutating RPCs by ``request_id`` (AIP-155), for safe retries."""
+    return Table(
+        "idempotent_request",
+        metadata,
+        Column("method", Text, nullable=False),
+        Column("request_id", Text, nullable=False),
+        Column("request_hash", Text, nullable=False),
+        Column("response", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("method", "request_id"),
+    )
+
+
 def service_metadata(schema: str) -> MetaData:
     """A service's metadata, born with the kit's outbox and inbox tables."""
     from services.kit.db import make_metadata
@@ -66,4 +80,5 @@ def service_metadata(schema: str) -> MetaData:
     metadata = make_metadata(schema)
     outbox_table(metadata)
     inbox_table(metadata)
+    request_table(metadata)
     return metadata

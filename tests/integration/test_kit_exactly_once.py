@@ -24,6 +24,7 @@ from tests.support.kit_probe import (
     Sink,
     create_schema,
     probe_metadata,
+    probe_table,
     reset_probe,
     sink_metadata,
 )
@@ -271,3 +272,53 @@ async def _dlq_has(bus: EventBus, count: int) -> bool:
         return await stream_messages(bus, "TALLY_DLQ") >= count
     except Exception:
         return False
+
+
+async def test_a_retried_request_id_replays_the_first_answer_and_changes_nothing(
+    probe: Probe,
+) -> None:
+    from tally.catalog.v1 import catalog_pb2
+
+    from services.kit.errors import InvalidArgument
+    from services.kit.idempotency import RequestLog, run_mutation
+
+    requests = RequestLog(probe_metadata.tables[f"{PROBE_SCHEMA}.idempotent_request"])
+    runs: list[str] = []
+
+    async def work(uow: UnitOfWork) -> catalog_pb2.CreateMetricResponse:
+        probe_id = f"m{len(runs)}"
+        runs.append(probe_id)
+        await uow.session.execute(probe_table.insert().values(probe_id=probe_id))
+        uow.emit(kit_events_pb2.KitProbeEvent(probe_id=probe_id), aggregate_id=probe_id)
+        response = catalog_pb2.CreateMetricResponse()
+        response.metric.metric_id = probe_id
+        return response
+
+    request = catalog_pb2.CreateMetricRequest(request_id="req-1")
+    request.metric.code = "api_calls"
+    first = await run_mutation(
+        probe.uow, requests, "CreateMetric", request, catalog_pb2.CreateMetricResponse, work
+    )
+    again = await run_mutation(
+        probe.uow, requests, "CreateMetric", request, catalog_pb2.CreateMetricResponse, work
+    )
+    assert first == again
+    assert runs == ["m0"]  # the retry applied nothing
+    assert await probe.pending() == 1  # and emitted nothing
+
+    other = catalog_pb2.CreateMetricRequest(request_id="req-1")
+    other.metric.code = "storage"
+    with pytest.raises(InvalidArgument) as caught:
+        await run_mutation(
+            probe.uow, requests, "CreateMetric", other, catalog_pb2.CreateMetricResponse, work
+        )
+    assert caught.value.reason == "REQUEST_ID_REUSED"
+
+    no_id = catalog_pb2.CreateMetricRequest()
+    await run_mutation(
+        probe.uow, requests, "CreateMetric", no_id, catalog_pb2.CreateMetricResponse, work
+    )
+    await run_mutation(
+        probe.uow, requests, "CreateMetric", no_id, catalog_pb2.CreateMetricResponse, work
+    )
+    assert runs == ["m0", "m1", "m2"]  # without a request id every call is new

@@ -55,6 +55,7 @@ async def test_migrating_again_is_a_no_op_and_downgrade_reverses(database_url: s
     assert before - after == {
         ("catalog", "outbox_event"),
         ("catalog", "inbox_message"),
+        ("catalog", "idempotent_request"),
     }
     assert ("usage", "outbox_event") in after  # other services untouched
     await migrations.upgrade_async("catalog", database_url)
