@@ -32,7 +32,7 @@ from services.kit.outbox import Outbox, OutboxRelay
 from services.kit.rpc.interceptors import ErrorMappingInterceptor
 from services.kit.settings import ServiceSettings
 from services.kit.streams import dlq_stream, producer_stream
-from services.kit.telemetry import configure_tracing
+from services.kit.telemetry import configure_tracing, instrument_engine
 from services.kit.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class ServiceRuntime:
         database = Database(
             s.database_url, s.db_schema, logical_schema=self.spec.name, pool_size=s.db_pool_size
         )
+        instrument_engine(database.engine)
         try:
             await database.check(s.startup_timeout_seconds)
             await self._check_migrated(database)

@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 _configured = False
 
@@ -71,3 +72,18 @@ def configure_tracing(
     trace.set_tracer_provider(provider)
     _configured = True
     return provider
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """Trace SQL statements as children of the use case's span, when tracing is on.
+
+    The instrumentor hooks one engine per process, which is what a service has;
+    tests that run several services in one process get SQL spans from the first.
+    """
+    if not _configured:
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    instrumentor = SQLAlchemyInstrumentor()  # type: ignore[no-untyped-call]
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(engine=engine.sync_engine)

@@ -322,3 +322,36 @@ async def test_a_retried_request_id_replays_the_first_answer_and_changes_nothing
         probe.uow, requests, "CreateMetric", no_id, catalog_pb2.CreateMetricResponse, work
     )
     assert runs == ["m0", "m1", "m2"]  # without a request id every call is new
+
+
+async def test_the_consumer_continues_the_producers_trace(probe: Probe, sink: Sink) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from services.kit.telemetry import configure_tracing
+
+    exporter = InMemorySpanExporter()
+    if configure_tracing("kit-tests", exporter=exporter) is None:
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("record-probe") as producer_span:
+        await probe.record("traced")
+    await probe.relay.publish_pending()
+    consumer = sink.consumer(durable="probe-traced")
+    async with running(consumer.run()):
+        await eventually(lambda: _applied_is(sink, {"traced": 1}))
+
+    trace_id = producer_span.get_span_context().trace_id
+    consumed = [
+        s for s in exporter.get_finished_spans() if s.name == "consume tally.kit.probe.recorded"
+    ]
+    assert consumed, "the consumer recorded no span"
+    assert consumed[-1].context is not None
+    assert consumed[-1].context.trace_id == trace_id
+    assert consumed[-1].parent is not None
+    assert consumed[-1].parent.span_id == producer_span.get_span_context().span_id
