@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
-from services.kit.devstack._process import (
-    describe_failure,
-    find_server,
-    log_size,
-    log_summary,
-    spawn,
-    stop_child,
-)
+from services.kit.devstack._process import find_server
+from services.kit.devstack._server import ChildServer
 from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.ports import ensure_port_free, free_port
 
@@ -42,13 +32,18 @@ def _binary() -> str:
     return found
 
 
-class EmbeddedNats:
+class EmbeddedNats(ChildServer):
     """One nats-server with JetStream persisted under ``data_dir``.
 
     The monitoring port is always enabled (a free one unless given): its
     ``/healthz`` is the only readiness signal that covers JetStream without an
     asyncio client in a sync method.
     """
+
+    _name = "nats"
+    # Graceful: JetStream flushes its streams.
+    _shutdown_signal = signal.SIGTERM
+    _poll_interval = 0.05
 
     def __init__(
         self,
@@ -59,17 +54,8 @@ class EmbeddedNats:
         *,
         log_dir: Path | None = None,
     ) -> None:
-        # Absolute: it is matched against running servers' command lines.
-        self._data_dir = Path(data_dir).absolute()
-        self._port = port
-        self._host = host
+        super().__init__(data_dir, port, host, log_dir=log_dir)
         self._monitor_port = monitor_port
-        self._log_path = Path(log_dir or self._data_dir.parent).absolute() / "nats.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
 
     @property
     def store_dir(self) -> Path:
@@ -77,30 +63,9 @@ class EmbeddedNats:
         return self._data_dir / "jetstream"
 
     @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
     def monitor_port(self) -> int | None:
         """The monitoring port; chosen at ``start`` when none was given."""
         return self._monitor_port
-
-    @property
-    def log_path(self) -> Path:
-        return self._log_path
-
-    @property
-    def pid(self) -> int | None:
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def url(self) -> str:
@@ -109,29 +74,25 @@ class EmbeddedNats:
     def start(self, timeout: float = 15) -> None:
         """Start the server and wait until JetStream is up. Starting a running
         instance does nothing."""
-        try:
-            self._start(timeout)
-        except (OSError, subprocess.SubprocessError) as exc:
-            # Directory and file trouble (a path that is a file, a read-only
-            # disk) still has to surface as the one-line error.
-            raise DevStackError(f"nats: {describe_failure(exc)}") from exc
+        self._start_child(timeout)
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM (graceful: JetStream flushes), SIGKILL after ``timeout``.
+        Safe to call repeatedly or before ``start``."""
+        self._stop_child(timeout)
+
+    # -- internals -----------------------------------------------------------
 
     def _start(self, timeout: float) -> None:
-        if self.is_running:
-            return
         running = find_server(_EXE, self._data_dir)
         if running is not None:
-            # Two servers on one store would corrupt each other's streams.
-            raise DevStackError(
-                f"nats: a server (pid {running.pid}) is already running on {self._data_dir}"
-            )
+            raise self._already_running(running.pid)
         ensure_port_free(self._port, self._host, what="nats")
         if self._monitor_port is None:
             self._monitor_port = free_port(self._host)
         ensure_port_free(self._monitor_port, self._host, what="nats monitor")
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        since = log_size(self._log_path)
         argv = [
             _binary(),
             "--jetstream",
@@ -152,61 +113,13 @@ class EmbeddedNats:
             "--log",
             str(self._log_path),
         ]
-        self._proc = spawn(argv, log_path=self._log_path, deathsig=signal.SIGTERM)
-        try:
-            self._wait_ready(time.monotonic() + timeout, timeout, since)
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(argv, timeout)
 
-    def stop(self, timeout: float = 10) -> None:
-        """SIGTERM (graceful: JetStream flushes), SIGKILL after ``timeout``.
-        Safe to call repeatedly or before ``start``."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_child(proc, signal.SIGTERM, timeout)
-
-    def __enter__(self) -> EmbeddedNats:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"EmbeddedNats({str(self._data_dir)!r}, port={self._port}, pid={self.pid})"
-
-    # -- internals -----------------------------------------------------------
-
-    def _netloc(self, port: int) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{host}:{port}"
-
-    def _wait_ready(self, deadline: float, timeout: float, since: int) -> None:
-        assert self._proc is not None
+    def _ready(self) -> bool:
         assert self._monitor_port is not None
         health = f"http://{self._netloc(self._monitor_port)}/healthz?js-enabled-only=true"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                summary = log_summary(self._log_path, since)
-                raise DevStackError(
-                    f"nats exited with code {code} while starting: {summary}"
-                    f" (log: {self._log_path})"
-                )
-            if self._healthy(health) and self._accepts_tcp():
-                return
-            if time.monotonic() >= deadline:
-                raise DevStackError(
-                    f"nats did not become ready on {self._host}:{self._port}"
-                    f" within {timeout:g}s (log: {self._log_path})"
-                )
-            time.sleep(0.05)
+        # The monitor can answer a moment before the client listener is open.
+        return self._healthy(health) and self._accepts_tcp()
 
     @staticmethod
     def _healthy(url: str) -> bool:
@@ -214,12 +127,4 @@ class EmbeddedNats:
             with _HTTP.open(url, timeout=1) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
-            return False
-
-    def _accepts_tcp(self) -> bool:
-        # The monitor can answer a moment before the client listener is open.
-        try:
-            with socket.create_connection((self._host, self._port), timeout=1):
-                return True
-        except OSError:
             return False

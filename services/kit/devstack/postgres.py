@@ -11,12 +11,9 @@ from __future__ import annotations
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 from services.kit.devstack._pg_root import (
@@ -27,15 +24,13 @@ from services.kit.devstack._pg_root import (
 )
 from services.kit.devstack._process import (
     child_env,
-    describe_failure,
     find_server,
     log_size,
     log_summary,
     preexec,
     process_uses,
-    spawn,
-    stop_child,
 )
+from services.kit.devstack._server import ChildServer
 from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.ports import ensure_port_free
 
@@ -62,12 +57,19 @@ def _server_env() -> dict[str, str]:
     return {**child_env(), "LC_ALL": "C"}
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(ChildServer):
     """One PostgreSQL cluster in ``data_dir``, served on ``host:port`` over TCP.
 
     Trust authentication for the ``postgres`` superuser: this is a dev and test
     server bound to loopback, never a deployment.
     """
+
+    _name = "postgres"
+    # SIGINT is postgres' fast shutdown. SIGTERM (smart) would wait for every
+    # client to disconnect, so a service or psql session left connected would
+    # keep an orphaned server alive forever.
+    _shutdown_signal = signal.SIGINT
+    _poll_interval = 0.1
 
     def __init__(
         self,
@@ -83,97 +85,27 @@ class EmbeddedPostgres:
         developer expects to survive a power cut. The log goes to
         ``postgres.log`` in ``log_dir``, by default the data dir's parent (the
         data dir itself must stay a pristine cluster for initdb)."""
-        # Absolute, because the running-server check compares it with the
-        # path on the postmaster's command line.
-        self._data_dir = Path(data_dir).absolute()
-        self._port = port
-        self._host = host
+        super().__init__(data_dir, port, host, log_dir=log_dir)
         self._durable = durable
-        self._log_path = Path(log_dir or self._data_dir.parent).absolute() / "postgres.log"
-        self._proc: subprocess.Popen[bytes] | None = None
         self._temp_socket_dir: Path | None = None
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
-
-    @property
-    def host(self) -> str:
-        return self._host
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def log_path(self) -> Path:
-        return self._log_path
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while this object has it running."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def dsn(self) -> str:
         return self.dsn_for("postgres")
 
     def dsn_for(self, database: str) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"postgresql://{_SUPERUSER}@{host}:{self._port}/{quote(database, safe='')}"
+        return f"postgresql://{_SUPERUSER}@{self._netloc(self._port)}/{quote(database, safe='')}"
 
     def start(self, timeout: float = 30) -> None:
         """Start the server (creating the cluster first if needed) and wait
         until it answers queries. ``timeout`` covers the wait for readiness,
         not a first-time initdb. Starting a running instance does nothing."""
-        try:
-            self._start(timeout)
-        except (OSError, subprocess.SubprocessError) as exc:
-            # Directory and file trouble (a path that is a file, a read-only
-            # disk) still has to surface as the one-line error.
-            raise DevStackError(f"postgres: {describe_failure(exc)}") from exc
-
-    def _start(self, timeout: float) -> None:
-        if self.is_running:
-            return
-        self._refuse_running_or_clear_stale_lock()
-        ensure_port_free(self._port, self._host, what="postgres")
-        user = server_user()
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._initdb_if_missing(user)
-        if user is not None:
-            # The server user must traverse every ancestor of the data dir
-            # (pytest's tmp root, for one, is 0700 root) and own the dir itself.
-            allow_traversal(self._data_dir)
-            give_to(self._data_dir, user)
-        since = log_size(self._log_path)
-        try:
-            self._proc = spawn(
-                self._server_argv(self._socket_dir(user)),
-                log_path=self._log_path,
-                run_as=user,
-                # SIGINT is postgres' fast shutdown. SIGTERM (smart) would wait
-                # for every client to disconnect, so a service or psql session
-                # left connected would keep an orphaned server alive forever.
-                deathsig=signal.SIGINT,
-                env=_server_env(),
-            )
-            self._wait_ready(time.monotonic() + timeout, timeout, since)
-        except BaseException:
-            self.stop()
-            raise
+        self._start_child(timeout)
 
     def stop(self, timeout: float = 15) -> None:
         """Fast shutdown (clients disconnected, clean checkpoint); SIGKILL
         after ``timeout``. Safe to call repeatedly or before ``start``."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_child(proc, signal.SIGINT, timeout)
+        self._stop_child(timeout)
         if self._temp_socket_dir is not None:
             shutil.rmtree(self._temp_socket_dir, ignore_errors=True)
             self._temp_socket_dir = None
@@ -200,22 +132,21 @@ class EmbeddedPostgres:
         detail = " | ".join(ln.strip() for ln in result.stderr.splitlines() if ln.strip())
         raise DevStackError(f"postgres: could not create database {name!r}: {detail[:300]}")
 
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"EmbeddedPostgres({str(self._data_dir)!r}, port={self._port}, pid={self.pid})"
-
     # -- internals -----------------------------------------------------------
+
+    def _start(self, timeout: float) -> None:
+        self._refuse_running_or_clear_stale_lock()
+        ensure_port_free(self._port, self._host, what="postgres")
+        user = server_user()
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._initdb_if_missing(user)
+        if user is not None:
+            # The server user must traverse every ancestor of the data dir
+            # (pytest's tmp root, for one, is 0700 root) and own the dir itself.
+            allow_traversal(self._data_dir)
+            give_to(self._data_dir, user)
+        argv = self._server_argv(self._socket_dir(user))
+        self._launch(argv, timeout, run_as=user, env=_server_env())
 
     def _refuse_running_or_clear_stale_lock(self) -> None:
         lock = self._data_dir / "postmaster.pid"
@@ -228,9 +159,7 @@ class EmbeddedPostgres:
         if first_line is not None:
             pid = int(first_line) if first_line.strip().isdigit() else 0
             if pid and process_uses(pid, "postgres", self._data_dir):
-                raise DevStackError(
-                    f"postgres: a server (pid {pid}) is already running on {self._data_dir}"
-                )
+                raise self._already_running(pid)
             # A crashed or SIGKILLed postmaster leaves its lock behind. Postgres
             # removes it only if the pid is gone, but in containers the pid is
             # often recycled by an unrelated process and it then refuses to start.
@@ -238,9 +167,7 @@ class EmbeddedPostgres:
         elif (proc := find_server("postgres", self._data_dir)) is not None:
             # No lock file, but a server still holds the directory (someone
             # deleted the lock): a second postmaster would corrupt the cluster.
-            raise DevStackError(
-                f"postgres: a server (pid {proc.pid}) is already running on {self._data_dir}"
-            )
+            raise self._already_running(proc.pid)
 
     def _initdb_if_missing(self, user: pwd.struct_passwd | None) -> None:
         if (self._data_dir / "PG_VERSION").exists():
@@ -315,33 +242,10 @@ class EmbeddedPostgres:
                 argv += ["-c", setting]
         return argv
 
-    def _wait_ready(self, deadline: float, timeout: float, since: int) -> None:
-        assert self._proc is not None
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                summary = log_summary(self._log_path, since)
-                raise DevStackError(
-                    f"postgres exited with code {code} while starting: {summary}"
-                    f" (log: {self._log_path})"
-                )
-            # The TCP probe is cheap; pg_isready (a process spawn) only runs
-            # once something listens, and proves the server accepts sessions.
-            if self._accepts_tcp() and self._isready():
-                return
-            if time.monotonic() >= deadline:
-                raise DevStackError(
-                    f"postgres did not become ready on {self._host}:{self._port}"
-                    f" within {timeout:g}s (log: {self._log_path})"
-                )
-            time.sleep(0.1)
-
-    def _accepts_tcp(self) -> bool:
-        try:
-            with socket.create_connection((self._host, self._port), timeout=1):
-                return True
-        except OSError:
-            return False
+    def _ready(self) -> bool:
+        # The TCP probe is cheap; pg_isready (a process spawn) only runs once
+        # something listens, and proves the server accepts sessions.
+        return self._accepts_tcp() and self._isready()
 
     def _isready(self) -> bool:
         argv = [_bin("pg_isready"), "-q", "-h", self._host, "-p", str(self._port)]
