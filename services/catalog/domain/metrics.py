@@ -1,0 +1,179 @@
+"""Billable metrics: what usage events count and how, and when that may change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from services.catalog.domain import reasons
+from services.catalog.domain.values import Aggregation, MetricState, RoundingFunction, check_slug
+from services.kit.errors import FailedPrecondition, Violations
+
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_PROPERTY_KEY_LENGTH = 128
+MAX_ROUNDING_PRECISION = 12
+
+# What UpdateMetric's mask may name; "code" is immutable and outputs are ignored.
+MUTABLE_FIELDS = frozenset({"name", "description", "aggregation", "property_key", "rounding"})
+# What changes the meaning of usage already counted, so frozen once in use.
+DEFINING_FIELDS = ("aggregation", "property_key", "rounding")
+
+
+@dataclass(frozen=True)
+class Rounding:
+    function: RoundingFunction
+    precision: int
+
+
+@dataclass(frozen=True)
+class MetricDefinition:
+    """The mutable part of a metric."""
+
+    name: str
+    description: str
+    aggregation: Aggregation
+    property_key: str
+    rounding: Rounding | None
+
+
+@dataclass(frozen=True)
+class Metric:
+    metric_id: str
+    code: str
+    definition: MetricDefinition
+    state: MetricState
+    # Some published package version charges it or limits a feature by it.
+    in_use: bool
+    create_time: datetime
+    update_time: datetime
+    archive_time: datetime | None
+
+
+@dataclass(frozen=True)
+class MetricInput:
+    """A metric as a caller sent it, before any rule was checked."""
+
+    code: str = ""
+    name: str = ""
+    description: str = ""
+    aggregation: Aggregation | None = None
+    property_key: str = ""
+    rounding_function: RoundingFunction | None = None
+    rounding_precision: int = 0
+
+
+def validate_definition(raw: MetricInput, path: str, v: Violations) -> MetricDefinition | None:
+    before = len(v.items)
+    name = raw.name.strip()
+    if not name:
+        v.add(f"{path}.name", "is required")
+    elif len(name) > MAX_NAME_LENGTH:
+        v.add(f"{path}.name", f"must be at most {MAX_NAME_LENGTH} characters")
+    v.check(
+        len(raw.description) <= MAX_DESCRIPTION_LENGTH,
+        f"{path}.description",
+        f"must be at most {MAX_DESCRIPTION_LENGTH} characters",
+    )
+    if raw.aggregation is None:
+        v.add(f"{path}.aggregation", "is required")
+    elif raw.aggregation is Aggregation.COUNT:
+        v.check(
+            raw.property_key == "",
+            f"{path}.property_key",
+            "must be empty for a count aggregation (count events carry no value)",
+        )
+    elif not raw.property_key:
+        v.add(f"{path}.property_key", f"is required for a {raw.aggregation} aggregation")
+    elif len(raw.property_key) > MAX_PROPERTY_KEY_LENGTH or any(
+        c.isspace() for c in raw.property_key
+    ):
+        v.add(
+            f"{path}.property_key",
+            f"must be at most {MAX_PROPERTY_KEY_LENGTH} characters without whitespace",
+        )
+    rounding: Rounding | None = None
+    precision_ok = v.check(
+        0 <= raw.rounding_precision <= MAX_ROUNDING_PRECISION,
+        f"{path}.rounding.precision",
+        f"must be between 0 and {MAX_ROUNDING_PRECISION}",
+    )
+    if raw.rounding_function is None:
+        if precision_ok:
+            v.check(
+                raw.rounding_precision == 0,
+                f"{path}.rounding.precision",
+                "needs a rounding function",
+            )
+    else:
+        rounding = Rounding(raw.rounding_function, raw.rounding_precision)
+    if len(v.items) != before or raw.aggregation is None:
+        return None
+    return MetricDefinition(
+        name=name,
+        description=raw.description,
+        aggregation=raw.aggregation,
+        property_key=raw.property_key,
+        rounding=rounding,
+    )
+
+
+def validate_new_metric(raw: MetricInput, v: Violations) -> MetricDefinition | None:
+    """Rules of CreateMetric; field paths under ``metric``."""
+    check_slug(raw.code, "metric.code", v)
+    return validate_definition(raw, "metric", v)
+
+
+def as_input(metric: Metric) -> MetricInput:
+    d = metric.definition
+    return MetricInput(
+        code=metric.code,
+        name=d.name,
+        description=d.description,
+        aggregation=d.aggregation,
+        property_key=d.property_key,
+        rounding_function=d.rounding.function if d.rounding else None,
+        rounding_precision=d.rounding.precision if d.rounding else 0,
+    )
+
+
+def updated_definition(
+    metric: Metric, changes: MetricInput, fields: frozenset[str], v: Violations
+) -> MetricDefinition | None:
+    """The definition after UpdateMetric, or None with violations recorded.
+
+    Raises FAILED_PRECONDITION for an archived metric, and for a metric in use
+    when aggregation, property key or rounding would actually change: sending
+    the current values back (an empty mask with the whole resource) is allowed.
+    """
+    if metric.state is MetricState.ARCHIVED:
+        raise FailedPrecondition(
+            f"metric {metric.code!r} is archived and can no longer change",
+            reason=reasons.METRIC_ARCHIVED,
+            metadata={"metric_id": metric.metric_id, "state": metric.state.value},
+        )
+    if changes.code and changes.code != metric.code:
+        v.add("metric.code", "is immutable")
+    merged = as_input(metric)
+    updates: dict[str, object] = {}
+    for name in fields:
+        if name == "rounding":
+            updates["rounding_function"] = changes.rounding_function
+            updates["rounding_precision"] = changes.rounding_precision
+        else:
+            updates[name] = getattr(changes, name)
+    merged = replace(merged, **updates)  # type: ignore[arg-type]
+    definition = validate_definition(merged, "metric", v)
+    if definition is None or not metric.in_use:
+        return definition
+    changed = [
+        f for f in DEFINING_FIELDS if getattr(definition, f) != getattr(metric.definition, f)
+    ]
+    if changed:
+        raise FailedPrecondition(
+            f"metric {metric.code!r} is used by a published package version:"
+            f" only name and description may change (not {', '.join(changed)})",
+            reason=reasons.METRIC_IN_USE,
+            metadata={"metric_id": metric.metric_id, "fields": ",".join(changed)},
+        )
+    return definition
