@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.kit.bus import EventBus
 from services.kit.events import EventEnvelope, subject_of
 from services.kit.streams import dlq_subject, producer_of, stream_name
+from services.kit.tasks import raise_if_cancelling
 from services.kit.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -144,10 +145,12 @@ class EventConsumer(Generic[U]):
             try:
                 msgs = await self._psub.fetch(self.sub.batch_size, timeout=self.fetch_timeout)
             except (nats.errors.TimeoutError, TimeoutError):
+                raise_if_cancelling()
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 failures += 1
                 log.warning("%s: fetch failed (%s)", self.consumer_name, exc)
                 await asyncio.sleep(min(10.0, 0.2 * 2**failures))

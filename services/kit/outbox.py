@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.kit.bus import EventBus
 from services.kit.db import Database
 from services.kit.events import EventEnvelope
+from services.kit.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 failures += 1
                 log.warning("outbox relay failed (%s); retrying", exc)
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))

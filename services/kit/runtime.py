@@ -9,7 +9,6 @@ background work) on SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +31,7 @@ from services.kit.outbox import Outbox, OutboxRelay
 from services.kit.rpc.interceptors import ErrorMappingInterceptor
 from services.kit.settings import ServiceSettings
 from services.kit.streams import dlq_stream, producer_stream
+from services.kit.tasks import cancel_and_wait, raise_if_cancelling
 from services.kit.telemetry import configure_tracing, instrument_engine
 from services.kit.uow import UnitOfWork
 
@@ -250,6 +250,7 @@ class ServiceRuntime:
                 ):
                     await c.execute(text("SELECT 1"))
             except Exception:
+                raise_if_cancelling()
                 db_ok = False
             await self._set_serving(db_ok and ctx.bus.connected)
 
@@ -274,11 +275,9 @@ class ServiceRuntime:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        stuck = await cancel_and_wait(self._tasks, timeout=grace + 5)
+        if stuck:
+            log.error("%s: background tasks ignored cancellation: %s", self.spec.name, stuck)
         self._tasks.clear()
         if self.context is not None:
             await self.context.bus.close()
