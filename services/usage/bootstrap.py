@@ -2,7 +2,88 @@
 
 from __future__ import annotations
 
-from services.kit.runtime import ServiceSpec
-from services.usage import grpc_api, repository
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
 
-SPEC = ServiceSpec(name="usage", metadata=repository.metadata, register=grpc_api.register)
+import grpc
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.kit.clock import Clock, SystemClock
+from services.kit.errors import StartupError
+from services.kit.runtime import Job, ServiceContext, ServiceSpec
+from services.usage import consumers, grpc_api, repository
+from services.usage.handlers.emitter import emit_aggregated
+from services.usage.handlers.ingest import DEFAULT_COPY_THRESHOLD
+
+log = logging.getLogger(__name__)
+
+
+class UsageSettings(BaseSettings):
+    """Knobs of the usage service only (``USAGE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="USAGE_", extra="ignore", env_ignore_empty=True)
+
+    # usage.aggregated: at most one event per aggregate per this many seconds.
+    aggregated_interval_seconds: float = Field(default=5.0, gt=0)
+    # Batches at least this large are staged with COPY, smaller ones with unnest.
+    copy_threshold: int = Field(default=DEFAULT_COPY_THRESHOLD, ge=1)
+
+
+# Tests and ops tools replace the clock here before the service starts.
+clock: Clock = SystemClock()
+
+
+def usage_settings() -> UsageSettings:
+    """The ``USAGE_*`` knobs; a bad value is one start-up error line naming it."""
+    try:
+        return UsageSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"USAGE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise StartupError(f"invalid configuration: {problems}") from None
+
+
+def _register(server: grpc.aio.Server, ctx: ServiceContext) -> Sequence[str]:
+    return grpc_api.register(
+        server, ctx, clock=clock, copy_threshold=usage_settings().copy_threshold
+    )
+
+
+def emitter_job(ctx: ServiceContext, interval: timedelta) -> Job:
+    async def run() -> None:
+        # Poll at a fraction of the interval so an aggregate is emitted soon
+        # after it becomes due; the per-row emitted_at does the throttling.
+        tick = min(1.0, interval.total_seconds() / 2)
+        while True:
+            try:
+                async with ctx.unit_of_work() as uow:
+                    emitted = await emit_aggregated(uow, now=clock.now(), min_interval=interval)
+                    await uow.commit()
+                if emitted:
+                    log.debug("usage.aggregated: %d events", emitted)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("usage.aggregated emitter failed; retrying")
+            await asyncio.sleep(tick)
+
+    return run
+
+
+def _jobs(ctx: ServiceContext) -> Sequence[Job]:
+    settings = usage_settings()
+    return [emitter_job(ctx, timedelta(seconds=settings.aggregated_interval_seconds))]
+
+
+SPEC = ServiceSpec(
+    name="usage",
+    metadata=repository.metadata,
+    register=_register,
+    subscriptions=consumers.subscriptions,
+    jobs=_jobs,
+)

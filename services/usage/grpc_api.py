@@ -1,24 +1,361 @@
-"""gRPC adapter of the usage service.
+"""gRPC adapter of the usage service: proto -> handler -> proto, nothing more.
 
-Every RPC still answers UNIMPLEMENTED (the generated base class does that);
-the usage issue replaces each method with proto -> command -> handler -> proto.
+Ingestion runs one transaction per batch through ``ingestor.Ingestor``
+(handlers never commit), retried whole on a deadlock or serialization failure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
-from tally.usage.v1 import usage_pb2, usage_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncSession
+from tally.usage.v1 import resources_pb2, usage_pb2, usage_pb2_grpc
 
+from services.kit.clock import Clock, SystemClock
+from services.kit.errors import InvalidArgument
+from services.kit.idempotency import run_mutation
+from services.kit.protoconv import format_decimal, to_timestamp
 from services.kit.rpc.registry import add_servicer
 from services.kit.runtime import ServiceContext
+from services.kit.uow import UnitOfWork
+from services.usage.domain import MAX_BATCH
+from services.usage.handlers import backfill, queries
+from services.usage.handlers.ingest import (
+    DEFAULT_COPY_THRESHOLD,
+    BatchOutcome,
+    EventResult,
+    EventStatus,
+    record_usage,
+    report_drops,
+)
+from services.usage.ingestor import MAX_ATTEMPTS, Ingestor, retryable
+from services.usage.protomap import (
+    AGGREGATION_TO_PROTO,
+    REASON_TO_PROTO,
+    aggregate_message,
+    incoming_event,
+    timestamp_or_none,
+)
+from services.usage.repository.queries import EventFilter
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    EventStatus.ACCEPTED: resources_pb2.USAGE_EVENT_STATUS_ACCEPTED,
+    EventStatus.DUPLICATE: resources_pb2.USAGE_EVENT_STATUS_DUPLICATE,
+    EventStatus.REJECTED: resources_pb2.USAGE_EVENT_STATUS_REJECTED,
+}
+
+
+def _result_message(r: EventResult) -> resources_pb2.UsageEventResult:
+    return resources_pb2.UsageEventResult(
+        index=r.index,
+        idempotency_key=r.idempotency_key,
+        status=_STATUS[r.status],
+        reason=REASON_TO_PROTO[r.reason] if r.reason else None,
+        message=r.message,
+    )
+
+
+def _check_batch_size(count: int, field: str) -> None:
+    if count == 0:
+        raise InvalidArgument.field(field, "needs at least one event")
+    if count > MAX_BATCH:
+        raise InvalidArgument.field(
+            field, f"has {count} events; at most {MAX_BATCH} per batch", reason="BATCH_TOO_LARGE"
+        )
 
 
 class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(
+        self, ctx: ServiceContext, clock: Clock, copy_threshold: int = DEFAULT_COPY_THRESHOLD
+    ) -> None:
         self.ctx = ctx
+        self.clock = clock
+        self.ingestor = Ingestor(ctx.unit_of_work, clock, copy_threshold)
+
+    def _session(self) -> AsyncSession:
+        return self.ctx.database.sessions()
+
+    async def _batch(self, request: Any, events: Sequence[Any], method: str) -> BatchOutcome:
+        if not request.request_id:
+            return await self.ingestor.ingest(events)
+        # With an AIP-155 request id, a retry answers what the first call did.
+        holder: list[BatchOutcome] = []
+
+        async def work(uow: UnitOfWork) -> usage_pb2.RecordUsageBatchResponse:
+            outcome = await record_usage(
+                uow,
+                [incoming_event(e) for e in events],
+                now=self.clock.now(),
+                copy_threshold=self.ingestor.copy_threshold,
+            )
+            holder[:] = [outcome]
+            return _batch_response(outcome)
+
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                response = await run_mutation(
+                    self.ctx.unit_of_work,
+                    self.ctx.requests,
+                    method,
+                    request,
+                    usage_pb2.RecordUsageBatchResponse,
+                    work,
+                )
+                break
+            except Exception as exc:
+                if attempt == MAX_ATTEMPTS or not retryable(exc):
+                    raise
+        if holder:
+            report_drops(holder[0])
+            return holder[0]
+        return _outcome_of(response)
+
+    async def RecordUsage(
+        self, request: usage_pb2.RecordUsageRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.RecordUsageResponse:
+        if not request.HasField("event"):
+            raise InvalidArgument.field("event", "is required")
+        outcome = await self._batch(request, [request.event], "RecordUsage")
+        return usage_pb2.RecordUsageResponse(result=_result_message(outcome.results[0]))
+
+    async def RecordUsageBatch(
+        self, request: usage_pb2.RecordUsageBatchRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.RecordUsageBatchResponse:
+        _check_batch_size(len(request.events), "events")
+        outcome = await self._batch(request, request.events, "RecordUsageBatch")
+        return _batch_response(outcome)
+
+    async def StreamUsage(
+        self,
+        request_iterator: AsyncIterator[usage_pb2.StreamUsageRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[usage_pb2.StreamUsageResponse]:
+        # Each batch is stored in its own transaction and acknowledged right
+        # after it commits, so an ack always means "durable"; a reconnecting
+        # client resends from acked_sequence + 1.
+        last = 0
+        totals = [0, 0, 0]
+        async for request in request_iterator:
+            if request.sequence <= last:
+                raise InvalidArgument.field(
+                    "sequence",
+                    f"must increase within a stream: got {request.sequence} after {last}",
+                    reason="SEQUENCE_NOT_INCREASING",
+                )
+            if len(request.events) > MAX_BATCH:
+                _check_batch_size(len(request.events), "events")
+            outcome = (
+                await self.ingestor.ingest(request.events) if request.events else BatchOutcome([])
+            )
+            last = request.sequence
+            totals[0] += outcome.accepted
+            totals[1] += outcome.duplicates
+            totals[2] += outcome.rejected
+            yield usage_pb2.StreamUsageResponse(
+                acked_sequence=last,
+                batches=[
+                    usage_pb2.StreamBatchResult(
+                        sequence=last,
+                        accepted_count=outcome.accepted,
+                        duplicate_count=outcome.duplicates,
+                        rejected_count=outcome.rejected,
+                        problems=[
+                            _result_message(r)
+                            for r in outcome.results
+                            if r.status is not EventStatus.ACCEPTED
+                        ],
+                    )
+                ],
+                total_accepted_count=totals[0],
+                total_duplicate_count=totals[1],
+                total_rejected_count=totals[2],
+            )
+
+    async def QueryUsage(
+        self, request: usage_pb2.QueryUsageRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.QueryUsageResponse:
+        async with self._session() as session:
+            aggregation, buckets = await queries.query_usage(
+                session,
+                org_id=request.org_id,
+                metric_code=request.metric_code,
+                start=timestamp_or_none(request, "start_time"),
+                end=timestamp_or_none(request, "end_time"),
+                hourly=request.bucket == resources_pb2.TIME_BUCKET_HOUR,
+                subscription_id=request.subscription_id,
+            )
+        return usage_pb2.QueryUsageResponse(
+            aggregation=AGGREGATION_TO_PROTO[aggregation],
+            buckets=[
+                resources_pb2.UsageBucket(
+                    start_time=to_timestamp(b.start),
+                    end_time=to_timestamp(b.end),
+                    value=format_decimal(b.value),
+                    event_count=b.event_count,
+                )
+                for b in buckets
+            ],
+        )
+
+    async def GetAggregate(
+        self, request: usage_pb2.GetAggregateRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.GetAggregateResponse:
+        _require(request.subscription_id, "subscription_id", request.metric_code, "metric_code")
+        async with self._session() as session:
+            view, values = await queries.get_aggregate(
+                session,
+                subscription_id=request.subscription_id,
+                metric_code=request.metric_code,
+                period_start=timestamp_or_none(request, "period_start_time"),
+                org_id=request.org_id,
+                include_event_values=request.include_event_values,
+            )
+        return usage_pb2.GetAggregateResponse(
+            aggregate=aggregate_message(view), event_values=[format_decimal(v) for v in values]
+        )
+
+    async def ListAggregates(
+        self, request: usage_pb2.ListAggregatesRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.ListAggregatesResponse:
+        _require(request.subscription_id, "subscription_id")
+        async with self._session() as session:
+            views, token = await queries.list_aggregates(
+                session,
+                subscription_id=request.subscription_id,
+                org_id=request.org_id,
+                period_start=timestamp_or_none(request, "period_start_time"),
+                requested_page_size=request.page_size,
+                page_token=request.page_token,
+            )
+        return usage_pb2.ListAggregatesResponse(
+            aggregates=[aggregate_message(v) for v in views], next_page_token=token
+        )
+
+    async def ListEvents(
+        self, request: usage_pb2.ListEventsRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.ListEventsResponse:
+        f = EventFilter(
+            org_id=request.org_id,
+            subscription_id=request.subscription_id,
+            metric_code=request.metric_code,
+            start_time=timestamp_or_none(request, "start_time"),
+            end_time=timestamp_or_none(request, "end_time"),
+            idempotency_key=request.idempotency_key,
+        )
+        async with self._session() as session:
+            rows, token = await queries.list_events(
+                session, f, requested_page_size=request.page_size, page_token=request.page_token
+            )
+        return usage_pb2.ListEventsResponse(
+            events=[_stored_event(r) for r in rows], next_page_token=token
+        )
+
+    async def BackfillUsage(
+        self, request: usage_pb2.BackfillUsageRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.BackfillUsageResponse:
+        window = backfill.window_of(
+            org_id=request.org_id,
+            subscription_id=request.subscription_id,
+            start=timestamp_or_none(request, "start_time"),
+            end=timestamp_or_none(request, "end_time"),
+            dry_run=request.dry_run,
+        )
+
+        async def work(uow: UnitOfWork) -> usage_pb2.BackfillUsageResponse:
+            report = await backfill.backfill(uow, window)
+            return usage_pb2.BackfillUsageResponse(
+                changes=[
+                    resources_pb2.AggregateChange(
+                        subscription_id=c.subscription_id,
+                        metric_code=c.metric_code,
+                        period_start_time=to_timestamp(c.period_start),
+                        old_value=format_decimal(c.old_value),
+                        new_value=format_decimal(c.new_value),
+                        old_event_count=c.old_event_count,
+                        new_event_count=c.new_event_count,
+                        frozen=c.frozen,
+                    )
+                    for c in report.changes
+                ],
+                events_scanned=report.events_scanned,
+                aggregates_checked=report.aggregates_checked,
+            )
+
+        return await run_mutation(
+            self.ctx.unit_of_work,
+            self.ctx.requests,
+            "BackfillUsage",
+            request,
+            usage_pb2.BackfillUsageResponse,
+            work,
+        )
 
 
-def register(server: grpc.aio.Server, ctx: ServiceContext) -> Sequence[str]:
-    return [add_servicer(server, UsageApi(ctx), usage_pb2, usage_pb2_grpc, "UsageService")]
+def _require(*pairs: str) -> None:
+    missing = [pairs[i + 1] for i in range(0, len(pairs), 2) if not pairs[i]]
+    if missing:
+        raise InvalidArgument.of(
+            [InvalidArgument.field(name, "is required").violations[0] for name in missing]
+        )
+
+
+def _batch_response(outcome: BatchOutcome) -> usage_pb2.RecordUsageBatchResponse:
+    return usage_pb2.RecordUsageBatchResponse(
+        results=[_result_message(r) for r in outcome.results],
+        accepted_count=outcome.accepted,
+        duplicate_count=outcome.duplicates,
+        rejected_count=outcome.rejected,
+    )
+
+
+_STATUS_BACK = {v: k for k, v in _STATUS.items()}
+
+
+def _outcome_of(response: usage_pb2.RecordUsageBatchResponse) -> BatchOutcome:
+    """A replayed (stored) answer back into an outcome; drops were reported the first time."""
+    reasons = {v: k for k, v in REASON_TO_PROTO.items()}
+    return BatchOutcome(
+        [
+            EventResult(
+                r.index,
+                r.idempotency_key,
+                _STATUS_BACK[r.status],
+                reasons.get(r.reason),
+                r.message,
+            )
+            for r in response.results
+        ]
+    )
+
+
+def _stored_event(row: Any) -> resources_pb2.StoredUsageEvent:
+    properties = row.properties or {}
+    return resources_pb2.StoredUsageEvent(
+        event=resources_pb2.UsageEvent(
+            org_id=row.org_id,
+            metric_code=row.metric_code,
+            value=format_decimal(row.value) if row.value is not None else "",
+            event_time=to_timestamp(row.event_time),
+            idempotency_key=row.idempotency_key,
+            subscription_id=row.subscription_id,
+            properties={str(k): str(v) for k, v in properties.items()},
+        ),
+        period_start_time=to_timestamp(row.period_start),
+        receive_time=to_timestamp(row.received_at),
+    )
+
+
+def register(
+    server: grpc.aio.Server,
+    ctx: ServiceContext,
+    *,
+    clock: Clock | None = None,
+    copy_threshold: int = DEFAULT_COPY_THRESHOLD,
+) -> Sequence[str]:
+    api = UsageApi(ctx, clock or SystemClock(), copy_threshold)
+    return [add_servicer(server, api, usage_pb2, usage_pb2_grpc, "UsageService")]

@@ -1,0 +1,182 @@
+"""Recording usage events: validate, store once, aggregate, report each outcome.
+
+One call handles a batch in one transaction (the caller commits). A rejected
+event never blocks the valid ones beside it: unlike Lago's all-or-nothing
+batches, each event gets its own outcome, because product code cannot repair a
+batch it has already emitted.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from opentelemetry import metrics
+
+from services.kit.uow import UnitOfWork
+from services.usage.domain import (
+    IncomingEvent,
+    Rejected,
+    RejectionReason,
+    ValidEvent,
+    validate_event,
+)
+from services.usage.repository.ingest import existing_keys, load_context, store_events
+
+log = logging.getLogger("services.usage.ingest")
+_meter = metrics.get_meter("tally.usage")
+_dropped = _meter.create_counter(
+    "billing.usage.dropped",
+    unit="{event}",
+    description="Usage events rejected at ingestion, by reason",
+)
+
+# Batches at least this large are staged with COPY; smaller ones with unnest.
+DEFAULT_COPY_THRESHOLD = 64
+
+
+class EventStatus(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class EventResult:
+    index: int
+    idempotency_key: str
+    status: EventStatus
+    reason: RejectionReason | None = None
+    message: str = ""
+    org_id: str = ""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    results: list[EventResult]
+
+    def count(self, status: EventStatus) -> int:
+        return sum(1 for r in self.results if r.status is status)
+
+    @property
+    def accepted(self) -> int:
+        return self.count(EventStatus.ACCEPTED)
+
+    @property
+    def duplicates(self) -> int:
+        return self.count(EventStatus.DUPLICATE)
+
+    @property
+    def rejected(self) -> int:
+        return self.count(EventStatus.REJECTED)
+
+
+async def record_usage(
+    uow: UnitOfWork,
+    events: Sequence[IncomingEvent],
+    *,
+    now: datetime,
+    copy_threshold: int = DEFAULT_COPY_THRESHOLD,
+) -> BatchOutcome:
+    """Store and aggregate a batch; the caller commits, then calls ``report_drops``."""
+    if not events:
+        return BatchOutcome([])
+    session = uow.session
+    context = await load_context(
+        session,
+        metric_codes=(e.metric_code for e in events),
+        org_ids=(e.org_id for e in events),
+        subscription_ids=(e.subscription_id for e in events if e.subscription_id),
+        earliest=min((e.event_time or now) for e in events),
+    )
+    results: list[EventResult | None] = [None] * len(events)
+    to_store: list[ValidEvent] = []
+    stored_at: dict[tuple[str, str], int] = {}
+    for index, event in enumerate(events):
+        outcome = validate_event(
+            event,
+            now=now,
+            metrics=context.metrics,
+            subscriptions_by_id=context.by_id,
+            subscriptions_by_org=context.by_org,
+        )
+        key = (event.org_id, event.idempotency_key)
+        if isinstance(outcome, Rejected):
+            results[index] = EventResult(
+                index,
+                event.idempotency_key,
+                EventStatus.REJECTED,
+                outcome.reason,
+                outcome.message,
+                event.org_id,
+            )
+        elif key in stored_at:
+            results[index] = EventResult(
+                index,
+                event.idempotency_key,
+                EventStatus.DUPLICATE,
+                message=f"same idempotency key as event {stored_at[key]} of this batch",
+                org_id=event.org_id,
+            )
+        else:
+            stored_at[key] = index
+            to_store.append(outcome)
+    inserted = await store_events(session, to_store, now=now, copy_threshold=copy_threshold)
+    for valid in to_store:
+        key = (valid.org_id, valid.idempotency_key)
+        index = stored_at[key]
+        status = EventStatus.ACCEPTED if key in inserted else EventStatus.DUPLICATE
+        results[index] = EventResult(index, valid.idempotency_key, status, org_id=valid.org_id)
+    await _rejections_already_stored_are_duplicates(uow, results)
+    return BatchOutcome([r for r in results if r is not None])
+
+
+async def _rejections_already_stored_are_duplicates(
+    uow: UnitOfWork, results: list[EventResult | None]
+) -> None:
+    """A retry of an event stored earlier is a duplicate, even if it would fail now.
+
+    E.g. an emitter retrying after its period closed: the event was counted,
+    and calling it PERIOD_CLOSED would report a loss that never happened.
+    """
+    candidates = [
+        r
+        for r in results
+        if r is not None
+        and r.status is EventStatus.REJECTED
+        and r.reason is not RejectionReason.INVALID_IDEMPOTENCY_KEY
+    ]
+    if not candidates:
+        return
+    stored = await existing_keys(uow.session, ((r.org_id, r.idempotency_key) for r in candidates))
+    for r in candidates:
+        if (r.org_id, r.idempotency_key) in stored:
+            results[r.index] = EventResult(
+                r.index,
+                r.idempotency_key,
+                EventStatus.DUPLICATE,
+                message="already stored",
+                org_id=r.org_id,
+            )
+
+
+def report_drops(outcome: BatchOutcome) -> None:
+    """Count and log every rejection; call once, after the batch committed."""
+    for r in outcome.results:
+        if r.status is EventStatus.REJECTED and r.reason is not None:
+            _dropped.add(1, {"reason": r.reason.value})
+            log.warning(
+                "billing_usage_event_drop reason=%s event_id=%s org_id=%s: %s",
+                r.reason.value,
+                r.idempotency_key,
+                r.org_id,
+                r.message,
+                extra={
+                    "reason": r.reason.value,
+                    "event_id": r.idempotency_key,
+                    "org_id": r.org_id,
+                },
+            )

@@ -1,0 +1,82 @@
+"""Conversions between the usage service's values and its protobuf messages.
+
+Shared by the gRPC adapter, the event consumers and the aggregated-event
+emitter, so each mapping is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from tally.catalog.v1 import resources_pb2 as catalog_pb2
+from tally.subscriptions.v1 import resources_pb2 as subscriptions_pb2
+from tally.usage.v1 import resources_pb2 as usage_pb2
+
+from services.kit.protoconv import format_decimal, to_timestamp
+from services.usage.domain import Aggregation, IncomingEvent, RejectionReason, SubscriptionState
+from services.usage.handlers.queries import AggregateView
+
+AGGREGATION_FROM_PROTO: Mapping[Any, Aggregation] = {
+    catalog_pb2.AGGREGATION_COUNT: Aggregation.COUNT,
+    catalog_pb2.AGGREGATION_SUM: Aggregation.SUM,
+    catalog_pb2.AGGREGATION_MAX: Aggregation.MAX,
+    catalog_pb2.AGGREGATION_UNIQUE_COUNT: Aggregation.UNIQUE_COUNT,
+    catalog_pb2.AGGREGATION_LATEST: Aggregation.LATEST,
+}
+AGGREGATION_TO_PROTO: Mapping[Aggregation, Any] = {v: k for k, v in AGGREGATION_FROM_PROTO.items()}
+
+STATE_FROM_PROTO: Mapping[Any, SubscriptionState] = {
+    subscriptions_pb2.SUBSCRIPTION_STATE_TRIALING: SubscriptionState.TRIALING,
+    subscriptions_pb2.SUBSCRIPTION_STATE_ACTIVE: SubscriptionState.ACTIVE,
+    subscriptions_pb2.SUBSCRIPTION_STATE_PAST_DUE: SubscriptionState.PAST_DUE,
+    subscriptions_pb2.SUBSCRIPTION_STATE_PAUSED: SubscriptionState.PAUSED,
+    subscriptions_pb2.SUBSCRIPTION_STATE_CANCELED: SubscriptionState.CANCELED,
+}
+
+REASON_TO_PROTO: Mapping[RejectionReason, Any] = {
+    reason: usage_pb2.UsageRejectionReason.Value(f"USAGE_REJECTION_REASON_{reason.value}")
+    for reason in RejectionReason
+}
+
+
+def timestamp_or_none(message: object, field: str) -> datetime | None:
+    """An aware UTC datetime when ``field`` is set on ``message``, else None."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    ts: Timestamp = getattr(message, field)
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def incoming_event(event: usage_pb2.UsageEvent) -> IncomingEvent:
+    at: datetime | None = None
+    if event.HasField("event_time"):
+        ts = event.event_time
+        # Faster than ToDatetime on the hot path, and exact to the microsecond.
+        at = datetime.fromtimestamp(ts.seconds, UTC).replace(microsecond=ts.nanos // 1000)
+    return IncomingEvent(
+        org_id=event.org_id,
+        metric_code=event.metric_code,
+        idempotency_key=event.idempotency_key,
+        value=event.value,
+        event_time=at,
+        subscription_id=event.subscription_id,
+        properties=dict(event.properties) if event.properties else {},
+    )
+
+
+def aggregate_message(view: AggregateView) -> usage_pb2.UsageAggregate:
+    return usage_pb2.UsageAggregate(
+        subscription_id=view.subscription_id,
+        org_id=view.org_id,
+        metric_code=view.metric_code,
+        aggregation=AGGREGATION_TO_PROTO[view.aggregation],
+        period_start_time=to_timestamp(view.period_start),
+        period_end_time=to_timestamp(view.period_end),
+        value=format_decimal(view.value),
+        event_count=view.event_count,
+        frozen=view.frozen,
+        update_time=to_timestamp(view.update_time),
+    )
