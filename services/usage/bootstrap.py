@@ -6,14 +6,15 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import ClassVar
 
 import grpc
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
 from services.kit.clock import Clock, SystemClock
-from services.kit.errors import StartupError
 from services.kit.runtime import Job, ServiceContext, ServiceSpec
+from services.kit.settings import CommonSettings, load_settings
+from services.kit.tasks import raise_if_cancelling
 from services.usage import consumers, grpc_api, repository
 from services.usage.handlers.emitter import emit_aggregated
 from services.usage.handlers.ingest import DEFAULT_COPY_THRESHOLD
@@ -21,10 +22,10 @@ from services.usage.handlers.ingest import DEFAULT_COPY_THRESHOLD
 log = logging.getLogger(__name__)
 
 
-class UsageSettings(BaseSettings):
-    """Knobs of the usage service only (``USAGE_*``)."""
+class UsageSettings(CommonSettings):
+    """Knobs of the usage service only (``USAGE_*``, as every service setting)."""
 
-    model_config = SettingsConfigDict(env_prefix="USAGE_", extra="ignore", env_ignore_empty=True)
+    env_prefix_name: ClassVar[str] = "USAGE"
 
     # usage.aggregated: at most one event per aggregate per this many seconds.
     aggregated_interval_seconds: float = Field(default=5.0, gt=0)
@@ -38,14 +39,7 @@ clock: Clock = SystemClock()
 
 def usage_settings() -> UsageSettings:
     """The ``USAGE_*`` knobs; a bad value is one start-up error line naming it."""
-    try:
-        return UsageSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"USAGE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise StartupError(f"invalid configuration: {problems}") from None
+    return load_settings(UsageSettings)
 
 
 def _register(server: grpc.aio.Server, ctx: ServiceContext) -> Sequence[str]:
@@ -69,6 +63,7 @@ def emitter_job(ctx: ServiceContext, interval: timedelta) -> Job:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                raise_if_cancelling()
                 log.exception("usage.aggregated emitter failed; retrying")
             await asyncio.sleep(tick)
 
