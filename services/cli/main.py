@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from services.kit.devstack.errors import DevStackError
 from services.kit.errors import StartupError
@@ -58,6 +60,109 @@ def _dev_up(args: argparse.Namespace) -> int:
     return dev_up(data_dir=args.data_dir)
 
 
+DEFAULT_SUBSCRIPTIONS_ADDR = "127.0.0.1:50052"
+
+
+def _instant(text: str) -> datetime:
+    """ISO 8601 with an offset or Z; a naive instant would be ambiguous."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 instant (e.g. 2026-12-01T00:00:00Z)"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a timezone (Z or +00:00)")
+    return value.astimezone(UTC)
+
+
+def _close_periods(args: argparse.Namespace) -> int:
+    import grpc
+    from tally.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
+
+    from services.kit.protoconv import to_timestamp
+
+    address = os.environ.get("SUBSCRIPTIONS_ADDR", DEFAULT_SUBSCRIPTIONS_ADDR)
+    request = subscriptions_pb2.ClosePeriodsRequest(now=to_timestamp(args.now))
+    with grpc.insecure_channel(address) as channel:
+        stub = subscriptions_pb2_grpc.SubscriptionsServiceStub(channel)
+        try:
+            reply = stub.ClosePeriods(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+            detail = exc.details() if hasattr(exc, "details") else str(exc)
+            print(
+                f"tally: error: close-periods at {address} failed: {code}: {detail}",
+                file=sys.stderr,
+            )
+            return EXIT_STARTUP
+    print(
+        f"closed {len(reply.closed_periods)} periods"
+        f" (trials ended: {reply.trials_ended}, schedules applied: {reply.schedules_applied})"
+    )
+    return 0
+
+
+def _usage_instant(text: str) -> datetime:
+    from services.usage.cli import parse_instant
+
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 instant: {exc}") from None
+
+
+def _usage_address(args: argparse.Namespace) -> str:
+    from services.usage.cli import DEFAULT_ADDRESS
+
+    return str(args.address or os.environ.get("USAGE_ADDR", DEFAULT_ADDRESS))
+
+
+def _usage_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.usage import cli as usage_cli
+
+    try:
+        report = usage_cli.import_file(
+            Path(args.file),
+            _usage_address(args),
+            batch_size=args.batch_size,
+            progress=None if args.quiet else sys.stderr,
+        )
+    except (OSError, usage_cli.BadImportFile) as exc:
+        print(f"tally: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except Exception as exc:
+        print(f"tally: error: import failed: {usage_cli.error_line(exc)}", file=sys.stderr)
+        return EXIT_STARTUP
+    print(
+        f"{report.total} events: {report.accepted} accepted, {report.duplicates} duplicates,"
+        f" {report.rejected} rejected"
+        + "".join(f"\n  rejected {name}: {n}" for name, n in sorted((report.reasons or {}).items()))
+    )
+    return 0
+
+
+def _usage_backfill(args: argparse.Namespace) -> int:
+    from services.usage import cli as usage_cli
+
+    try:
+        reply = usage_cli.backfill(
+            _usage_address(args),
+            org_id=args.org,
+            subscription_id=args.subscription or "",
+            start=args.start,
+            end=args.end,
+            dry_run=args.dry_run,
+        )
+    except Exception as exc:
+        print(f"tally: error: backfill failed: {usage_cli.error_line(exc)}", file=sys.stderr)
+        return EXIT_STARTUP
+    usage_cli.print_backfill(reply, args.dry_run, sys.stdout)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tally", description="Tally billing suite")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -80,6 +185,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=".tally", help="where data and logs live (default .tally)"
     )
     up.set_defaults(func=_dev_up)
+
+    billing = commands.add_parser("billing", help="drive billing operations")
+    billing_commands = billing.add_subparsers(
+        dest="billing_command", required=True, metavar="BILLING_COMMAND"
+    )
+    close = billing_commands.add_parser(
+        "close-periods",
+        help="run the billing clock at --now on the subscriptions service (SUBSCRIPTIONS_ADDR)",
+    )
+    close.add_argument(
+        "--now", type=_instant, required=True, help="the clock's instant, e.g. 2026-12-01T00:00:00Z"
+    )
+    close.add_argument(
+        "--timeout", type=float, default=30.0, help="deadline of the call in seconds (default 30)"
+    )
+    close.set_defaults(func=_close_periods)
+
+    usage = commands.add_parser("usage", help="usage metering operations (USAGE_ADDR)")
+    usage_commands = usage.add_subparsers(
+        dest="usage_command", required=True, metavar="USAGE_COMMAND"
+    )
+    usage_import = usage_commands.add_parser(
+        "import",
+        help="ingest historical events from JSON lines or CSV (idempotent: re-running is a no-op)",
+    )
+    usage_import.add_argument("file", help="a .jsonl/.ndjson/.json (JSON lines) or .csv file")
+    usage_import.add_argument("--address", help="usage service host:port (default USAGE_ADDR)")
+    usage_import.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        choices=range(1, 1001),
+        metavar="N",
+        help="events per call, 1..1000 (default 1000)",
+    )
+    usage_import.add_argument("--quiet", action="store_true", help="no progress line")
+    usage_import.set_defaults(func=_usage_import)
+    usage_backfill = usage_commands.add_parser(
+        "backfill", help="recompute a window's aggregates from the stored events"
+    )
+    usage_backfill.add_argument("--org", required=True, help="organisation id")
+    usage_backfill.add_argument("--subscription", help="only this subscription")
+    usage_backfill.add_argument("--start", type=_usage_instant, required=True, help="ISO 8601")
+    usage_backfill.add_argument("--end", type=_usage_instant, required=True, help="ISO 8601")
+    usage_backfill.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    usage_backfill.add_argument("--address", help="usage service host:port (default USAGE_ADDR)")
+    usage_backfill.set_defaults(func=_usage_backfill)
     return parser
 
 

@@ -2,7 +2,100 @@
 
 from __future__ import annotations
 
-from services.kit.runtime import ServiceSpec
-from services.subscriptions import grpc_api, repository
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
-SPEC = ServiceSpec(name="subscriptions", metadata=repository.metadata, register=grpc_api.register)
+from pydantic import Field
+
+from services.kit.clock import Clock, SystemClock
+from services.kit.consumer import Subscription
+from services.kit.runtime import Job, ServiceContext, ServiceSpec
+from services.kit.settings import CommonSettings, load_settings
+from services.kit.tasks import raise_if_cancelling
+from services.kit.uow import UnitOfWork
+from services.subscriptions import consumers, grpc_api, handlers, repository
+from services.subscriptions.repository import SubscriptionsUnitOfWork
+
+log = logging.getLogger(__name__)
+
+# Periods closed per transaction, so one run never holds thousands of locks.
+CLOCK_BATCH = 500
+
+
+class SubscriptionsSettings(CommonSettings):
+    """Knobs of the subscriptions service only (``SUBSCRIPTIONS_*``)."""
+
+    env_prefix_name: ClassVar[str] = "SUBSCRIPTIONS"
+
+    # How often the in-process billing clock runs; ops may also drive it with
+    # `tally billing close-periods --now`. 0 turns the loop off.
+    clock_interval_seconds: float = Field(default=60.0, ge=0)
+
+
+def clock_interval() -> float:
+    return load_settings(SubscriptionsSettings).clock_interval_seconds
+
+
+def uow_factory(ctx: ServiceContext) -> Callable[[], SubscriptionsUnitOfWork]:
+    def make() -> SubscriptionsUnitOfWork:
+        return SubscriptionsUnitOfWork(ctx.database, ctx.outbox, on_events_committed=ctx.relay.wake)
+
+    return make
+
+
+def _uow_factory(ctx: ServiceContext) -> Callable[[], UnitOfWork]:
+    return uow_factory(ctx)
+
+
+async def run_clock_once(make_uow: Callable[[], SubscriptionsUnitOfWork], clock: Clock) -> int:
+    """Close everything due now, one bounded transaction at a time."""
+    total = 0
+    while True:
+        async with make_uow() as uow:
+            out = await handlers.close_periods(
+                uow, handlers.ClosePeriods(max_periods=CLOCK_BATCH), clock
+            )
+            await uow.commit()
+        total += len(out.closed)
+        if not out.more_due:
+            return total
+
+
+def jobs(ctx: ServiceContext, clock: Clock | None = None) -> Sequence[Job]:
+    interval = clock_interval()
+    if interval == 0:
+        return ()
+    the_clock: Clock = clock or SystemClock()
+    make_uow = uow_factory(ctx)
+
+    async def billing_clock() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                closed = await run_clock_once(make_uow, the_clock)
+            except Exception:
+                raise_if_cancelling()
+                # One failed run (a deadlock, a restart of PostgreSQL) must not
+                # stop the clock: the next tick closes what this one missed.
+                log.exception("subscriptions: billing clock run failed")
+                continue
+            if closed:
+                log.info("subscriptions: billing clock closed %d periods", closed)
+
+    return (billing_clock,)
+
+
+def _subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
+    return consumers.subscriptions()
+
+
+SPEC = ServiceSpec(
+    name="subscriptions",
+    metadata=repository.metadata,
+    register=grpc_api.register,
+    subscriptions=_subscriptions,
+    jobs=jobs,
+    uow_factory=_uow_factory,
+)

@@ -1,0 +1,375 @@
+"""The subscriptions repository: SQL for this schema only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, func, literal, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.kit.errors import AlreadyExists
+from services.kit.uow import UnitOfWork
+from services.subscriptions import domain as d
+from services.subscriptions.repository.projections import (
+    ProjectionQueries,
+)
+from services.subscriptions.repository.tables import (
+    LIVE_UNIQUE_INDEX,
+    billing_clock_table,
+    closed_period_table,
+    schedule_table,
+    subscription_table,
+)
+
+
+def _marks_json(marks: Iterable[d.Mark]) -> list[dict[str, str]]:
+    return [
+        {"at": m.at.isoformat(), "version": m.package_version_id, "kind": m.kind.value}
+        for m in marks
+    ]
+
+
+def _marks(raw: Sequence[dict[str, str]]) -> list[d.Mark]:
+    return [d.Mark(datetime.fromisoformat(m["at"]), m["version"], d.Kind(m["kind"])) for m in raw]
+
+
+def segments_json(segments: Iterable[d.Segment]) -> list[dict[str, str]]:
+    return [
+        {
+            "version": s.package_version_id,
+            "kind": s.kind.value,
+            "start": s.start.isoformat(),
+            "end": s.end.isoformat(),
+        }
+        for s in segments
+    ]
+
+
+def segments_from_json(raw: Sequence[dict[str, str]]) -> tuple[d.Segment, ...]:
+    return tuple(
+        d.Segment(
+            s["version"],
+            d.Kind(s["kind"]),
+            datetime.fromisoformat(s["start"]),
+            datetime.fromisoformat(s["end"]),
+        )
+        for s in raw
+    )
+
+
+def _schedule(row: Row[Any]) -> d.Schedule:
+    return d.Schedule(
+        schedule_id=row.schedule_id,
+        subscription_id=row.subscription_id,
+        org_id=row.org_id,
+        action=d.Action(row.action),
+        target_package_version_id=row.target_package_version_id,
+        direction=d.Direction(row.direction) if row.direction else None,
+        effective_time=row.effective_time,
+        state=d.ScheduleState(row.state),
+        create_time=row.create_time,
+        resolve_time=row.resolve_time,
+    )
+
+
+class SubscriptionsRepository(ProjectionQueries):
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ------------------------------------------------------ subscriptions
+
+    async def live_exists(self, org_id: str, package_id: str) -> bool:
+        found = await self.session.scalar(
+            select(literal(1))
+            .where(
+                subscription_table.c.org_id == org_id,
+                subscription_table.c.package_id == package_id,
+                subscription_table.c.state != d.State.CANCELED.value,
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    def _row_values(self, sub: d.Subscription) -> dict[str, Any]:
+        return {
+            "subscription_id": sub.subscription_id,
+            "org_id": sub.org_id,
+            "package_id": sub.plan.package_id,
+            "package_version_id": sub.plan.package_version_id,
+            "state": sub.state.value,
+            "billing_anchor": sub.anchor.value,
+            "origin_time": sub.origin,
+            "start_time": sub.start_time,
+            "trial_end_time": sub.trial_end,
+            "current_period_start": sub.period_start,
+            "current_period_end": sub.period_end,
+            "allow_multiple": sub.allow_multiple,
+            "cancel_time": sub.cancel_time,
+            "cancel_reason": sub.cancel_reason,
+            "pause_time": sub.pause_time,
+            "period_marks": _marks_json(sub.marks),
+            "create_time": sub.create_time,
+            "update_time": sub.update_time,
+        }
+
+    async def add(self, sub: d.Subscription) -> None:
+        try:
+            await self.session.execute(subscription_table.insert().values(**self._row_values(sub)))
+        except IntegrityError as exc:
+            if LIVE_UNIQUE_INDEX in str(exc.orig):
+                raise AlreadyExists(
+                    message=(
+                        f"org {sub.org_id} already has a live subscription to package"
+                        f" {sub.plan.package_id}"
+                    ),
+                    reason="SUBSCRIPTION_ALREADY_EXISTS",
+                    metadata={"org_id": sub.org_id, "package_id": sub.plan.package_id},
+                ) from None
+            raise
+        await self._save_schedules(sub)
+
+    async def save(self, sub: d.Subscription) -> None:
+        values = self._row_values(sub)
+        del values["subscription_id"]
+        await self.session.execute(
+            subscription_table.update()
+            .where(subscription_table.c.subscription_id == sub.subscription_id)
+            .values(**values)
+        )
+        await self._save_schedules(sub)
+
+    async def _save_schedules(self, sub: d.Subscription) -> None:
+        # Resolved entries first: a new pending entry may replace one of them
+        # under the one-pending-per-action index.
+        for entry in [*sub.resolved, *sub.schedules]:
+            values = {
+                "schedule_id": entry.schedule_id,
+                "subscription_id": entry.subscription_id,
+                "org_id": entry.org_id,
+                "action": entry.action.value,
+                "target_package_version_id": entry.target_package_version_id,
+                "direction": entry.direction.value if entry.direction else None,
+                "effective_time": entry.effective_time,
+                "state": entry.state.value,
+                "create_time": entry.create_time,
+                "resolve_time": entry.resolve_time,
+            }
+            stmt = pg_insert(schedule_table).values(**values)
+            await self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[schedule_table.c.schedule_id],
+                    set_={"state": stmt.excluded.state, "resolve_time": stmt.excluded.resolve_time},
+                )
+            )
+        sub.resolved.clear()
+
+    async def get(self, subscription_id: str, *, for_update: bool = False) -> d.Subscription | None:
+        stmt = select(subscription_table).where(
+            subscription_table.c.subscription_id == subscription_id
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self.session.execute(stmt)).first()
+        if row is None:
+            return None
+        return (await self._load([row]))[0]
+
+    async def _load(self, rows: Sequence[Row[Any]]) -> list[d.Subscription]:
+        plans = await self.plans(r.package_version_id for r in rows)
+        ids = [r.subscription_id for r in rows]
+        pending: dict[str, list[d.Schedule]] = {i: [] for i in ids}
+        if ids:
+            for srow in (
+                await self.session.execute(
+                    select(schedule_table)
+                    .where(
+                        schedule_table.c.subscription_id.in_(ids),
+                        schedule_table.c.state == d.ScheduleState.PENDING.value,
+                    )
+                    .order_by(schedule_table.c.create_time)
+                )
+            ).all():
+                pending[srow.subscription_id].append(_schedule(srow))
+        return [
+            d.Subscription(
+                subscription_id=r.subscription_id,
+                org_id=r.org_id,
+                plan=plans[r.package_version_id],
+                state=d.State(r.state),
+                anchor=d.Anchor(r.billing_anchor),
+                origin=r.origin_time,
+                start_time=r.start_time,
+                trial_end=r.trial_end_time,
+                period_start=r.current_period_start,
+                period_end=r.current_period_end,
+                create_time=r.create_time,
+                update_time=r.update_time,
+                allow_multiple=r.allow_multiple,
+                cancel_time=r.cancel_time,
+                cancel_reason=r.cancel_reason,
+                pause_time=r.pause_time,
+                marks=_marks(r.period_marks),
+                schedules=pending[r.subscription_id],
+            )
+            for r in rows
+        ]
+
+    async def list_subscriptions(
+        self,
+        *,
+        org_id: str,
+        state: d.State | None,
+        package_id: str,
+        after: list[Any] | None,
+        limit: int,
+    ) -> list[d.Subscription]:
+        t = subscription_table
+        stmt = select(t)
+        if org_id:
+            stmt = stmt.where(t.c.org_id == org_id)
+        if state is not None:
+            stmt = stmt.where(t.c.state == state.value)
+        if package_id:
+            stmt = stmt.where(t.c.package_id == package_id)
+        if after:
+            at = datetime.fromisoformat(str(after[0]))
+            stmt = stmt.where(tuple_(t.c.create_time, t.c.subscription_id) < (at, str(after[1])))
+        stmt = stmt.order_by(t.c.create_time.desc(), t.c.subscription_id.desc()).limit(limit)
+        rows = (await self.session.execute(stmt)).all()
+        return await self._load(rows)
+
+    async def due(self, now: datetime, limit: int | None) -> list[d.Subscription]:
+        """Live subscriptions with a period end or trial end at or before ``now``,
+        locked; ordered by id so concurrent runs lock in the same order."""
+        t = subscription_table
+        stmt = (
+            select(t)
+            .where(
+                t.c.state != d.State.CANCELED.value,
+                or_(
+                    t.c.current_period_end <= now,
+                    and_(
+                        t.c.state == d.State.TRIALING.value,
+                        t.c.trial_end_time <= now,
+                    ),
+                ),
+            )
+            .order_by(t.c.subscription_id)
+            .with_for_update()
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        rows = (await self.session.execute(stmt)).all()
+        return await self._load(rows)
+
+    # ------------------------------------------------------ schedules
+
+    async def schedule(self, schedule_id: str) -> d.Schedule | None:
+        row = (
+            await self.session.execute(
+                select(schedule_table).where(schedule_table.c.schedule_id == schedule_id)
+            )
+        ).first()
+        return _schedule(row) if row else None
+
+    async def schedules(
+        self,
+        subscription_id: str,
+        state: d.ScheduleState | None,
+        after: list[Any] | None,
+        limit: int,
+    ) -> list[d.Schedule]:
+        t = schedule_table
+        stmt = select(t).where(t.c.subscription_id == subscription_id)
+        if state is not None:
+            stmt = stmt.where(t.c.state == state.value)
+        if after:
+            stmt = stmt.where(
+                tuple_(t.c.effective_time, t.c.schedule_id)
+                < (datetime.fromisoformat(str(after[0])), str(after[1]))
+            )
+        stmt = stmt.order_by(t.c.effective_time.desc(), t.c.schedule_id.desc()).limit(limit)
+        return [_schedule(r) for r in (await self.session.execute(stmt)).all()]
+
+    # ------------------------------------------------------ periods
+
+    async def record_closed(self, period: d.ClosedPeriod) -> bool:
+        """True if this call closed the period; False if it was closed before."""
+        stmt = (
+            pg_insert(closed_period_table)
+            .values(
+                subscription_id=period.subscription_id,
+                period_start=period.start,
+                org_id=period.org_id,
+                period_end=period.end,
+                package_version_id=period.package_version_id,
+                segments=segments_json(period.segments),
+                close_time=period.close_time,
+            )
+            .on_conflict_do_nothing()
+            .returning(closed_period_table.c.subscription_id)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def closed_periods(
+        self, subscription_id: str, before: datetime | None, limit: int
+    ) -> list[d.ClosedPeriod]:
+        t = closed_period_table
+        stmt = select(t).where(t.c.subscription_id == subscription_id)
+        if before is not None:
+            stmt = stmt.where(t.c.period_start < before)
+        stmt = stmt.order_by(t.c.period_start.desc()).limit(limit)
+        return [
+            d.ClosedPeriod(
+                subscription_id=r.subscription_id,
+                org_id=r.org_id,
+                start=r.period_start,
+                end=r.period_end,
+                segments=segments_from_json(r.segments),
+                close_time=r.close_time,
+                package_version_id=r.package_version_id,
+            )
+            for r in (await self.session.execute(stmt)).all()
+        ]
+
+    # ------------------------------------------------------ billing clock
+
+    async def clock_now(self) -> datetime | None:
+        value: datetime | None = await self.session.scalar(
+            select(billing_clock_table.c.now).where(billing_clock_table.c.clock_id == 1)
+        )
+        return value
+
+    async def lock_clock(self) -> datetime | None:
+        """Serialise clock runs across replicas: the second waits, then finds
+        nothing left to close."""
+        stmt = pg_insert(billing_clock_table).values(clock_id=1, now=None)
+        await self.session.execute(stmt.on_conflict_do_nothing())
+        value: datetime | None = await self.session.scalar(
+            select(billing_clock_table.c.now)
+            .where(billing_clock_table.c.clock_id == 1)
+            .with_for_update()
+        )
+        return value
+
+    async def set_clock(self, now: datetime) -> None:
+        await self.session.execute(
+            billing_clock_table.update()
+            .where(billing_clock_table.c.clock_id == 1)
+            .values(now=func.greatest(func.coalesce(billing_clock_table.c.now, now), now))
+        )
+
+
+class SubscriptionsUnitOfWork(UnitOfWork):
+    """The kit's unit of work with this service's repository on its session."""
+
+    repo: SubscriptionsRepository
+
+    async def __aenter__(self) -> SubscriptionsUnitOfWork:
+        await super().__aenter__()
+        self.repo = SubscriptionsRepository(self.session)
+        return self
