@@ -6,17 +6,19 @@ PostgreSQL and NATS included. A second run reuses the data in ``--data-dir``.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
 from pathlib import Path
 from types import FrameType
 
+from services.cli.seed import seed_demo
 from services.kit.devstack.suite import PROCESSES, Suite
 from services.kit.settings import SERVICE_NAMES
 
 
-def _banner(suite: Suite) -> str:
+def _banner(suite: Suite, demo: str) -> str:
     rows = [
         ("gateway", suite.gateway_url, "HTTP: /healthz, /docs, /openapi.json"),
         *((s, suite.service_address(s), "gRPC (health, reflection)") for s in SERVICE_NAMES),
@@ -29,7 +31,7 @@ def _banner(suite: Suite) -> str:
     lines += [
         "",
         f"  logs: {suite.log_dir}/<process>.log",
-        "  demo data: none yet (the seed arrives with the operations issue)",
+        f"  demo data: {demo}",
         "  Ctrl-C stops everything.",
         "",
     ]
@@ -51,7 +53,10 @@ def dev_up(data_dir: str) -> int:
     print(f"starting Tally from {suite.data_dir} ...", flush=True)
     try:
         suite.start()
-        print(_banner(suite), flush=True)
+        seeded = asyncio.run(
+            seed_demo({s: suite.service_address(s) for s in ("catalog", "subscriptions", "usage")})
+        )
+        print(_banner(suite, seeded.describe()), flush=True)
         while not stop.is_set():
             suite.raise_if_exited()
             stop.wait(0.5)

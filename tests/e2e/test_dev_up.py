@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,7 @@ def test_dev_up_serves_every_service_and_stops_without_orphans(tmp_path: Path) -
     for service in SERVICE_NAMES:
         env[f"{service.upper()}_GRPC_PORT"] = str(free_port())
 
+    seeded_subscriptions: list[str] = []
     for run in (1, 2):  # the second run reuses the data of the first
         proc = _start(data_dir, env)
         try:
@@ -88,8 +90,17 @@ def test_dev_up_serves_every_service_and_stops_without_orphans(tmp_path: Path) -
         assert "Tally is up" in output
         assert f"http://127.0.0.1:{gateway_port}" in output
         assert "stopped in" in output
+        demo = re.search(
+            r"demo data: org org_demo on package 'starter' \(subscription (\S+)\)", output
+        )
+        assert demo, output
+        seeded_subscriptions.append(demo.group(1))
+        # Usage counted once across runs: all new the first time, none the second.
+        assert f"120 api_calls ({120 if run == 1 else 0} new)" in output
         assert _processes_using(data_dir) == [], f"run {run} left processes behind"
     assert (data_dir / "postgres" / "PG_VERSION").exists()
+    # The seed replays by request id: the second run found the first run's subscription.
+    assert seeded_subscriptions[0] == seeded_subscriptions[1]
 
 
 def test_a_second_suite_on_taken_ports_fails_with_one_line(tmp_path: Path) -> None:
