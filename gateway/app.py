@@ -1,56 +1,157 @@
-"""The HTTP gateway: health and API docs now; transcoding arrives with issue 6/9."""
+"""The HTTP gateway: generic HTTP -> gRPC transcoding with auth, limits and audit.
+
+Every ``/portal``, ``/super-admin`` and ``/internal`` route comes from the
+protos' ``google.api.http`` bindings (see ``transcoding.py``); this module only
+applies the policy around a call: flag, authentication, permission, tenant,
+rate limit, audit, request id, errors as problem documents.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
+from urllib.parse import parse_qsl
 
 import grpc
+import httpx
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import health
+from gateway import health, overview, problems, transcoding
+from gateway.audit import AuditLog
+from gateway.auth import Authorizer, Principal
+from gateway.descriptors import http_bindings
+from gateway.docs import DOCS_PAGE, gateway_operations
 from gateway.openapi import openapi_document
+from gateway.problems import Problem
+from gateway.ratelimit import RateLimits
+from gateway.transcoding import Router
 from services.kit.settings import GatewaySettings
 
-_DOCS_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Tally billing API</title>
-<style>body{font:15px system-ui;margin:2rem;max-width:70rem}code{background:#eee;padding:0 .3em}
-td{padding:.2em .8em;vertical-align:top}</style></head>
-<body><h1>Tally billing API</h1>
-<p>Machine-readable: <a href="/openapi.json"><code>/openapi.json</code></a> (OpenAPI 3.1).</p>
-<table id="ops"></table>
-<script>
-fetch('/openapi.json').then(r => r.json()).then(doc => {
-  const rows = [];
-  for (const [path, ops] of Object.entries(doc.paths))
-    for (const [verb, op] of Object.entries(ops))
-      rows.push(`<tr><td><code>${verb.toUpperCase()}</code></td><td><code>${path}</code></td>`
-              + `<td>${op.operationId}</td></tr>`);
-  document.getElementById('ops').innerHTML = rows.join('');
-});
-</script></body></html>"""
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+AUDIT_PATH = "/super-admin/billing/v1/audit"
+WEBHOOK_PATH = "/webhooks/stripe"
+OVERVIEW_PATH = "/portal/billing/v1/overview"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Headers Stripe's signature check needs, forwarded untouched with the raw body.
+_WEBHOOK_HEADERS = ("content-type", "stripe-signature", "user-agent")
+
+
+class RequestIdMiddleware:
+    """Accept a sane ``X-Request-Id`` or make one; return it; log one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = ""
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                extra={
+                    "http_method": scope["method"],
+                    "http_path": scope["path"],
+                    "http_status": status,
+                    "request_id": request_id,
+                },
+            )
+
+
+def _portal_bindings_have_org() -> None:
+    # Tenant isolation relies on every portal request carrying org_id; a new
+    # portal RPC without one must fail the start, not leak.
+    for binding in http_bindings():
+        portal = binding.path.startswith(transcoding.PORTAL_PREFIX)
+        if portal and "org_id" not in binding.method.input_type.fields_by_name:
+            raise RuntimeError(f"portal route {binding.path} has no org_id field")
 
 
 def create_app(settings: GatewaySettings) -> Starlette:
+    _portal_bindings_have_org()
+    router = Router(http_bindings())
+    authorizer = Authorizer(settings)
+    limits = RateLimits(settings)
+    audit = AuditLog(settings.audit_dir or None, settings.audit_memory_entries)
+    flags = {
+        "portal": settings.portal_billing_enabled,
+        "admin": settings.admin_billing_enabled,
+        "internal": settings.internal_billing_enabled,
+    }
     channels: dict[str, grpc.aio.Channel] = {}
+    calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
     openapi: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+        retryable = transcoding.idempotent_methods(router.routes)
         # One channel per service for the life of the process: channels are
-        # expensive to build and multiplex every call.
+        # expensive to build and multiplex every call. Reads retry on
+        # UNAVAILABLE through the service config; mutations never retry here.
         for name, address in settings.service_addresses().items():
-            channels[name] = grpc.aio.insecure_channel(address)
+            service_name = f"tally.{name}.v1.{name.capitalize()}Service"
+            config = transcoding.service_config(service_name, retryable.get(service_name, ()))
+            channels[name] = grpc.aio.insecure_channel(
+                address,
+                options=[("grpc.service_config", config), ("grpc.enable_retries", 1)],
+                # Trace context continues into the services' spans.
+                interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
+            )
+        for route in router.routes:
+            calls[route.rpc_path] = transcoding.multicallable(
+                channels[route.binding.service], route
+            )
         openapi.update(openapi_document())
+        openapi["paths"].update(gateway_operations(AUDIT_PATH, WEBHOOK_PATH, OVERVIEW_PATH))
         try:
             yield
         finally:
+            calls.clear()
             for channel in channels.values():
                 await channel.close()
+
+    def request_id(request: Request) -> str:
+        value: str = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
+        return value
 
     async def healthz(request: Request) -> JSONResponse:
         statuses = await health.check_all(channels, settings.health_deadline_seconds)
@@ -64,13 +165,193 @@ def create_app(settings: GatewaySettings) -> Starlette:
         return JSONResponse(openapi)
 
     async def docs(request: Request) -> HTMLResponse:
-        return HTMLResponse(_DOCS_PAGE)
+        return HTMLResponse(DOCS_PAGE)
 
-    return Starlette(
+    async def audit_read(request: Request) -> Response:
+        rid = request_id(request)
+        try:
+            if not flags["admin"]:
+                raise problems.not_found()
+            principal, _ = authorizer.authorize("admin", "GET", request.headers)
+            await limits.hit(principal.subject)
+            params = request.query_params
+            try:
+                limit = min(1000, max(1, int(params.get("limit", "100"))))
+            except ValueError:
+                raise problems.invalid("limit", "expected an integer") from None
+            entries = audit.query(
+                actor=params.get("actor"),
+                action=params.get("action"),
+                target_prefix=params.get("target"),
+                since=params.get("since"),
+                limit=limit,
+            )
+        except Problem as problem:
+            return problem.response(rid)
+        return JSONResponse({"entries": [asdict(e) for e in entries]})
+
+    async def stripe_webhook(request: Request) -> Response:
+        rid = request_id(request)
+        if not settings.payments_webhook_url:
+            return Problem(
+                503, "the payments webhook endpoint is not configured", "PAYMENTS_UNAVAILABLE"
+            ).response(rid)
+        body = await request.body()
+        headers = {h: request.headers[h] for h in _WEBHOOK_HEADERS if h in request.headers}
+        headers["x-request-id"] = rid
+        try:
+            async with httpx.AsyncClient(timeout=settings.grpc_deadline_seconds) as client:
+                answer = await client.post(
+                    settings.payments_webhook_url, content=body, headers=headers
+                )
+        except httpx.HTTPError as exc:
+            log.warning("stripe webhook not forwarded: %s", exc)
+            return Problem(
+                503, "the payments service is not reachable", "PAYMENTS_UNAVAILABLE"
+            ).response(rid)
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+        )
+
+    async def transcode(request: Request) -> Response:
+        rid = request_id(request)
+        path: str = request.scope["path"]
+        method = request.method
+        principal: Principal | None = None
+        role = ""
+        route: transcoding.Route | None = None
+        status = 500
+        outcome = "error"
+        group = transcoding.group_of(path)
+        try:
+            if group is None or not flags[group]:
+                # A disabled group is indistinguishable from an absent one.
+                raise problems.not_found(f"no route for {method} {path}")
+            matched = router.match(method, path)
+            if matched is None:
+                raise problems.not_found(f"no route for {method} {path}")
+            route, path_values = matched
+            principal = authorizer.authenticate(group, request.headers)
+            # What the caller tried to act as, so a refused attempt is audited too.
+            role = ",".join(sorted(principal.roles)) or principal.service or "none"
+            role = authorizer.permit(group, method, principal)
+            response = await _call(request, route, path_values, principal, group, rid)
+            status, outcome = response.status_code, "ok"
+            return response
+        except Problem as problem:
+            status, outcome = problem.status, problem.reason or "error"
+            return problem.response(rid)
+        finally:
+            # Every admin mutation, allowed or refused, once we know who asked.
+            if group == "admin" and method != "GET" and principal is not None and route:
+                await audit.record(
+                    actor=principal.subject,
+                    role=role,
+                    action=route.action,
+                    method=method,
+                    target=path,
+                    request_id=rid,
+                    status=status,
+                    outcome=outcome,
+                )
+
+    async def _call(
+        request: Request,
+        route: transcoding.Route,
+        path_values: dict[str, str],
+        principal: Principal,
+        group: str,
+        rid: str,
+    ) -> Response:
+        await limits.hit(principal.subject, principal.org_id if group == "portal" else "")
+        if route.streaming:
+            raise Problem(
+                501,
+                f"{route.action} streams; use gRPC or the batch endpoint",
+                "STREAMING_NOT_SUPPORTED",
+            )
+        body: Any = None
+        if route.binding.body:
+            body = transcoding.parse_body(await request.body())
+        try:
+            message = transcoding.build_request(
+                route, path_values, request.query_params.multi_items(), body
+            )
+        except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+            # Client input json_format rejects outside ParseError: still the
+            # client's mistake, so a 400, never a 500.
+            raise problems.invalid(
+                "body", f"cannot be read as {route.action} input: {exc}"
+            ) from None
+        if group == "portal":
+            # The org is always the token's: another org named anywhere is "not found",
+            # never "forbidden", so ids of other tenants cannot be probed.
+            for _, org_id in transcoding.org_ids_in(message):
+                if org_id != principal.org_id:
+                    raise problems.not_found()
+            message.org_id = principal.org_id  # type: ignore[attr-defined]
+        reply = await _invoke(route, message, principal, rid)
+        payload = transcoding.response_payload(route, reply)
+        if isinstance(payload, tuple):
+            data, content_type = payload
+            return Response(data, media_type=content_type)
+        return JSONResponse(payload)
+
+    async def _invoke(
+        route: transcoding.Route, message: Any, principal: Principal, rid: str
+    ) -> Any:
+        try:
+            return await calls[route.rpc_path](
+                message,
+                timeout=settings.grpc_deadline_seconds,
+                metadata=(("x-request-id", rid), ("x-tally-actor", principal.subject)),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise problems.from_rpc_error(error) from None
+
+    async def portal_overview(request: Request) -> Response:
+        rid = request_id(request)
+        try:
+            if not flags["portal"]:
+                raise problems.not_found()
+            principal = authorizer.authenticate("portal", request.headers)
+            authorizer.permit("portal", "GET", principal)
+            await limits.hit(principal.subject, principal.org_id)
+
+            async def call(method: str, target: str) -> dict[str, Any]:
+                path, _, query = target.partition("?")
+                matched = router.match(method, path)
+                assert matched is not None, target  # our own fixed portal paths
+                route, values = matched
+                message = transcoding.build_request(route, values, parse_qsl(query), None)
+                message.org_id = principal.org_id  # type: ignore[attr-defined]
+                reply = await _invoke(route, message, principal, rid)
+                payload = transcoding.response_payload(route, reply)
+                assert isinstance(payload, dict)
+                return payload
+
+            composed = await overview.compose(principal.org_id, call)
+        except Problem as problem:
+            return problem.response(rid)
+        return JSONResponse(composed)
+
+    methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
+            Route(AUDIT_PATH, audit_read, methods=["GET"]),
+            Route(WEBHOOK_PATH, stripe_webhook, methods=["POST"]),
+            Route(OVERVIEW_PATH, portal_overview, methods=["GET"]),
+            Route("/{rest:path}", transcode, methods=methods),
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(RequestIdMiddleware)
+    # Outermost: a server span per request (W3C traceparent honoured), which
+    # the gRPC client interceptors continue into the services.
+    app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
+    return app

@@ -27,6 +27,7 @@ class HttpBinding:
     verb: str  # get, post, patch, put, delete
     path: str  # the template as declared: /portal/billing/v1/invoices/{invoice_id}
     body: str  # "", "*" or a field name
+    response_body: str = ""  # "" (the whole response) or the field to answer instead
 
 
 def http_bindings() -> Iterator[HttpBinding]:
@@ -38,4 +39,4 @@ def http_bindings() -> Iterator[HttpBinding]:
                 verb = r.WhichOneof("pattern")
                 if verb is None or verb == "custom":
                     continue
-                yield HttpBinding(service, method, verb, getattr(r, verb), r.body)
+                yield HttpBinding(service, method, verb, getattr(r, verb), r.body, r.response_body)

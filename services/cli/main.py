@@ -163,6 +163,59 @@ def _usage_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from services.invoicing.rating import Charge, Usage, rate
+    from services.kit.errors import InvalidArgument
+
+    def load(path: str, kind: type[Charge] | type[Usage]) -> Charge | Usage:
+        try:
+            return kind.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise StartupError(f"{path}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise StartupError(f"{path}: not JSON: {exc}") from None
+        except InvalidArgument as exc:
+            bad = "; ".join(f"{v.field or '(file)'}: {v.description}" for v in exc.violations)
+            raise StartupError(f"{path}: {bad}") from None
+
+    charge, usage = load(args.charge, Charge), load(args.usage, Usage)
+    assert isinstance(charge, Charge) and isinstance(usage, Usage)
+    try:
+        result = rate(charge, quantity=usage.quantity, events=usage.events)
+    except InvalidArgument as exc:
+        bad = "; ".join(f"{v.field}: {v.description}" for v in exc.violations)
+        raise StartupError(f"{args.usage}: {bad}") from None
+    print(json.dumps(result.to_json(), indent=2))
+    return 0
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    """Print an HS256 token signed with the gateway's dev secret (GATEWAY_JWT_HS256_SECRET)."""
+    from gateway.auth import issue_dev_token
+    from services.kit.settings import GatewaySettings, load_settings
+
+    settings = load_settings(GatewaySettings)
+    if not settings.jwt_hs256_secret:
+        raise StartupError("no JWT_HS256_SECRET is configured for the gateway")
+    print(
+        issue_dev_token(
+            settings.jwt_hs256_secret,
+            subject=args.subject or (f"service:{args.service}" if args.service else "dev-user"),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            ttl_seconds=args.ttl,
+            org_id=args.org,
+            permissions=args.permission,
+            roles=args.role,
+            service=args.service,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tally", description="Tally billing suite")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -185,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=".tally", help="where data and logs live (default .tally)"
     )
     up.set_defaults(func=_dev_up)
+    token = dev_commands.add_parser(
+        "token", help="print a gateway dev token (HS256, signed with GATEWAY_JWT_HS256_SECRET)"
+    )
+    token.add_argument("--org", help="org_id claim (portal tokens)")
+    token.add_argument("--permission", action="append", help="e.g. organization:billing")
+    token.add_argument("--role", action="append", help="billing_admin or billing_support")
+    token.add_argument("--service", help="service claim (internal tokens)")
+    token.add_argument("--subject", help="sub claim (default dev-user or service:<name>)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.set_defaults(func=_dev_token)
 
     billing = commands.add_parser("billing", help="drive billing operations")
     billing_commands = billing.add_subparsers(
@@ -232,6 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
     usage_backfill.add_argument("--dry-run", action="store_true", help="report, change nothing")
     usage_backfill.add_argument("--address", help="usage service host:port (default USAGE_ADDR)")
     usage_backfill.set_defaults(func=_usage_backfill)
+
+    rate = commands.add_parser(
+        "rate", help="rate a charge on some usage, offline (CHARGE.json USAGE.json) -> JSON"
+    )
+    rate.add_argument("charge", help='a charge as the catalog stores it: {"model": ..., ...}')
+    rate.add_argument("usage", help='{"quantity": "..."} or {"events": ["amount", ...]}')
+    rate.set_defaults(func=_rate)
+
+    from services.invoicing.cli import add_parser as add_invoicing_parser
+
+    add_invoicing_parser(commands)  # tally invoicing run
     return parser
 
 

@@ -140,6 +140,25 @@ class GatewaySettings(CommonSettings):
     health_deadline_seconds: float = Field(default=1.0, gt=0)
     portal_billing_enabled: bool = True
     admin_billing_enabled: bool = True
+    internal_billing_enabled: bool = True
+    # JWT: HS256 with a shared secret for dev, RS256/ES256 from a JWKS file in
+    # production. The default secret is for `make run` only; production sets its own.
+    jwt_hs256_secret: str | None = "tally-dev-secret-do-not-use-in-production"
+    jwt_jwks_file: str | None = None
+    jwt_audience: str = "tally-billing"
+    jwt_issuer: str = "tally-dev"
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0)
+    # A static key services may send as X-Api-Key instead of a service JWT.
+    internal_api_key: str | None = None
+    # `limits` notation ("120/minute"); storage is in-memory unless a URI is given.
+    rate_limit_per_subject: str = "600/minute"
+    rate_limit_per_org: str = "1200/minute"
+    rate_limit_storage_uri: str = "async+memory://"
+    # Admin audit log: append-only JSON lines here, the newest entries also in memory.
+    audit_dir: str = ".tally/audit"
+    audit_memory_entries: int = Field(default=10_000, ge=1)
+    # Where Stripe webhooks are forwarded (the payments service's HTTP port).
+    payments_webhook_url: str | None = None
 
     def service_addresses(self) -> dict[str, str]:
         return {name: getattr(self, f"{name}_addr") for name in SERVICE_NAMES}

@@ -110,6 +110,9 @@ class Suite:
             DATABASE_URL=self.database_url,
             NATS_URL=self.nats.url,
             GATEWAY_HTTP_PORT=str(self.ports.gateway),
+            # Children run from "/" (see _process.spawn): keep the audit trail
+            # with the rest of this suite's data.
+            GATEWAY_AUDIT_DIR=str(self.data_dir / "audit"),
             PYTHONUNBUFFERED="1",
         )
         for service, port in self.ports.services.items():

@@ -1,0 +1,76 @@
+"""The docs page, and OpenAPI entries for the gateway's own routes (not from protos)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Tally billing API</title>
+<style>body{font:15px system-ui;margin:2rem;max-width:70rem}code{background:#eee;padding:0 .3em}
+td{padding:.2em .8em;vertical-align:top}</style></head>
+<body><h1>Tally billing API</h1>
+<p>Machine-readable: <a href="/openapi.json"><code>/openapi.json</code></a> (OpenAPI 3.1).</p>
+<table id="ops"></table>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(doc => {
+  const rows = [];
+  for (const [path, ops] of Object.entries(doc.paths))
+    for (const [verb, op] of Object.entries(ops))
+      rows.push(`<tr><td><code>${verb.toUpperCase()}</code></td><td><code>${path}</code></td>`
+              + `<td>${op.operationId}</td></tr>`);
+  document.getElementById('ops').innerHTML = rows.join('');
+});
+</script></body></html>"""
+
+
+def _audit_operation() -> dict[str, Any]:
+    params = [
+        {"name": n, "in": "query", "required": False, "schema": {"type": t}}
+        for n, t in (
+            ("actor", "string"),
+            ("action", "string"),
+            ("target", "string"),
+            ("since", "string"),
+            ("limit", "integer"),
+        )
+    ]
+    return {
+        "get": {
+            "operationId": "Gateway_ListAuditEntries",
+            "tags": ["gateway"],
+            "summary": "Admin mutations, newest first",
+            "parameters": params,
+            "responses": {"200": {"description": "OK"}},
+        }
+    }
+
+
+def _webhook_operation() -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": "Gateway_StripeWebhook",
+            "tags": ["gateway"],
+            "summary": "Forwarded with its raw body to the payments service",
+            "security": [],
+            "responses": {"200": {"description": "OK"}, "503": {"description": "payments away"}},
+        }
+    }
+
+
+def _overview_operation() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "Gateway_PortalOverview",
+            "tags": ["gateway"],
+            "summary": "Current subscription, upcoming invoice and usage this period, at once",
+            "responses": {"200": {"description": "OK; parts that failed are named in unavailable"}},
+        }
+    }
+
+
+def gateway_operations(audit: str, webhook: str, overview: str) -> dict[str, Any]:
+    return {
+        audit: _audit_operation(),
+        webhook: _webhook_operation(),
+        overview: _overview_operation(),
+    }

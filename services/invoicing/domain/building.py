@@ -1,0 +1,152 @@
+"""Base-fee lines of a closed period. Pure Python.
+
+Every ACTIVE segment of the closed period owes its version's fee prorated to
+the second. What earlier invoices already billed for the period (the
+in-advance fee, an immediate plan change's lines) is subtracted per version:
+a version with nothing billed pays one line per segment (in arrears); one
+that was billed gets a single true-up line (BASE_FEE for seconds owed, or a
+PRORATION_CREDIT for seconds billed but not used). In advance, the next
+period's fee is invoiced now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from services.invoicing.domain.invoices import round_to_minor
+from services.invoicing.domain.periods import nominal_seconds, prorate, seconds_between
+from services.invoicing.domain.values import Line, LineKind, Plan, Segment, SegmentKind
+
+
+@dataclass(frozen=True)
+class ClosedPeriod:
+    period_start: datetime
+    period_end: datetime
+    segments: tuple[Segment, ...]
+    ended: bool
+    next_start: datetime | None
+    next_end: datetime | None
+    next_version_id: str
+    next_kind: SegmentKind
+
+
+def _fee_line(
+    new_id: Callable[[], str],
+    plan: Plan,
+    start: datetime,
+    end: datetime,
+    used: int,
+    nominal: int,
+    currency: str,
+    *,
+    kind: LineKind = LineKind.BASE_FEE,
+    sign: int = 1,
+) -> Line:
+    exact = prorate(plan.base_fee, used, nominal) * sign
+    label = "base fee" if kind is LineKind.BASE_FEE else "unused base fee"
+    text = f"{plan.name} {label}"
+    if used != nominal:
+        text += f" (prorated {used}/{nominal} s)"
+    return Line(
+        line_id=new_id(),
+        kind=kind,
+        description=text,
+        amount_minor=round_to_minor(exact, currency),
+        unrounded=exact,
+        quantity=Decimal(1),
+        unit_amount=plan.base_fee,
+        package_version_id=plan.package_version_id,
+        period_start=start,
+        period_end=end,
+        seconds_used=used,
+        seconds_in_period=nominal,
+        full_amount=plan.base_fee,
+    )
+
+
+def billed_seconds(billed: Sequence[Line]) -> dict[str, int]:
+    """Seconds of base fee already invoiced per version (credits subtract)."""
+    out: dict[str, int] = {}
+    for li in billed:
+        if li.kind is LineKind.BASE_FEE:
+            out[li.package_version_id] = out.get(li.package_version_id, 0) + li.seconds_used
+        elif li.kind is LineKind.PRORATION_CREDIT:
+            out[li.package_version_id] = out.get(li.package_version_id, 0) - li.seconds_used
+    return out
+
+
+def base_fee_lines(
+    period: ClosedPeriod,
+    plans: Mapping[str, Plan],
+    billed: Sequence[Line],
+    currency: str,
+    new_id: Callable[[], str],
+) -> list[Line]:
+    """``billed``: the BASE_FEE / PRORATION_CREDIT lines of earlier invoices that
+    fall inside this period (the advance, an immediate plan change)."""
+    charges: list[Line] = []
+    credits: list[Line] = []
+    paid = billed_seconds(billed)
+    order: list[str] = []
+    for vid in [s.package_version_id for s in period.segments] + list(paid):
+        if vid not in order:
+            order.append(vid)
+    for vid in order:
+        plan = plans.get(vid)
+        if plan is None or plan.base_fee == 0:
+            continue
+        nominal = nominal_seconds(period.period_start, period.period_end, plan.interval)
+        active = [
+            s
+            for s in period.segments
+            if s.package_version_id == vid and s.kind is SegmentKind.ACTIVE and s.seconds > 0
+        ]
+        already = paid.get(vid, 0)
+        if already == 0:
+            for seg in active:
+                charges.append(
+                    _fee_line(new_id, plan, seg.start, seg.end, seg.seconds, nominal, currency)
+                )
+            continue
+        delta = sum(s.seconds for s in active) - already
+        if delta > 0:
+            charges.append(
+                _fee_line(
+                    new_id, plan, period.period_start, period.period_end, delta, nominal, currency
+                )
+            )
+        elif delta < 0:
+            credits.append(
+                _fee_line(
+                    new_id,
+                    plan,
+                    period.period_start,
+                    period.period_end,
+                    -delta,
+                    nominal,
+                    currency,
+                    kind=LineKind.PRORATION_CREDIT,
+                    sign=-1,
+                )
+            )
+    lines = charges + credits
+    # The next period's fee, in advance.
+    nxt = plans.get(period.next_version_id)
+    if (
+        not period.ended
+        and nxt is not None
+        and nxt.in_advance
+        and nxt.base_fee != 0
+        and period.next_kind is SegmentKind.ACTIVE
+        and period.next_start is not None
+        and period.next_end is not None
+    ):
+        nominal = nominal_seconds(period.next_start, period.next_end, nxt.interval)
+        used = seconds_between(period.next_start, period.next_end)
+        lines.append(
+            _fee_line(new_id, nxt, period.next_start, period.next_end, used, nominal, currency)
+        )
+    return lines

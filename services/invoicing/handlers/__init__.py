@@ -1,0 +1,74 @@
+"""Use cases of invoicing: each takes an InvoicingUnitOfWork and never commits.
+
+``run_mutation`` (RPCs), the kit consumer (events) or a job (the grace-period
+finalizer) opened the unit of work and commits it once.
+
+common.py (shared helpers), billing.py (building invoices), lifecycle.py
+(finalize, void, credit memos, payments, profiles).
+"""
+
+from services.invoicing.handlers.billing import (
+    ImmediateChange,
+    build_period_invoice,
+    change_plan_now,
+    close_period,
+    current_period,
+    preview,
+    run_billing,
+    usage_lines,
+)
+from services.invoicing.handlers.common import (
+    PERCENTAGE_MODELS,
+    UsageSource,
+    get_invoice,
+    line_id,
+    new_id,
+    plans,
+    record_package_version,
+    record_subscription,
+)
+from services.invoicing.handlers.lifecycle import (
+    MemoLine,
+    add_adjustment,
+    credit_balance,
+    finalize,
+    finalize_due,
+    issue_credit_memo,
+    mark_uncollectible,
+    payment_failed,
+    payment_refunded,
+    payment_succeeded,
+    update_profile,
+    void,
+)
+
+__all__ = [
+    "PERCENTAGE_MODELS",
+    "ImmediateChange",
+    "MemoLine",
+    "UsageSource",
+    "add_adjustment",
+    "build_period_invoice",
+    "change_plan_now",
+    "close_period",
+    "credit_balance",
+    "current_period",
+    "finalize",
+    "finalize_due",
+    "get_invoice",
+    "issue_credit_memo",
+    "line_id",
+    "mark_uncollectible",
+    "new_id",
+    "payment_failed",
+    "payment_refunded",
+    "payment_succeeded",
+    "plans",
+    "preview",
+    "record_package_version",
+    "record_subscription",
+    "run_billing",
+    "update_profile",
+    "usage_lines",
+    "void",
+]

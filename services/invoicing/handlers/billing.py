@@ -1,0 +1,385 @@
+"""Building invoices: a closed period, a manual run, a preview, a plan change now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tally.catalog.v1 import resources_pb2 as catalog_pb2
+
+from services.invoicing import domain as d
+from services.invoicing import protomap
+from services.invoicing.handlers.common import (
+    PERCENTAGE_MODELS,
+    UsageSource,
+    get_invoice,
+    line_id,
+    new_id,
+    plans,
+    profile_snapshot,
+)
+from services.invoicing.handlers.lifecycle import finalize
+from services.invoicing.rating import rate
+from services.invoicing.rating.wire import charge_from_proto
+from services.invoicing.repository import InvoicingUnitOfWork, PeriodAlreadyInvoiced
+from services.invoicing.settings import Policy
+from services.kit.errors import FailedPrecondition, NotFound
+
+# ------------------------------------------------------------------ building
+
+
+async def usage_lines(
+    usage: UsageSource,
+    version: catalog_pb2.PackageVersion,
+    subscription_id: str,
+    org_id: str,
+    currency: str,
+    period_start: datetime | None,
+    period_end: datetime | None,
+) -> list[d.Line]:
+    lines: list[d.Line] = []
+    for ch in version.charges:
+        charge = charge_from_proto(ch, currency)
+        model = ch.WhichOneof("properties") or ""
+        percentage = model in PERCENTAGE_MODELS
+        agg = await usage.aggregate(
+            subscription_id, org_id, ch.metric_code, period_start, with_values=percentage
+        )
+        if percentage:
+            rating = rate(charge, events=list(agg.event_values))
+            quantity = sum(agg.event_values, Decimal(0))
+        else:
+            rating = rate(charge, quantity=agg.value)
+            quantity = agg.value
+        lines.append(
+            d.Line(
+                line_id=line_id(),
+                kind=d.LineKind.USAGE,
+                description=ch.display_name or ch.metric_code,
+                amount_minor=rating.amount_minor,
+                unrounded=rating.amount,
+                quantity=quantity,
+                unit_amount=charge.unit_amount if model == "standard" else None,
+                charge_id=ch.charge_id,
+                metric_code=ch.metric_code,
+                package_version_id=version.package_version_id,
+                period_start=period_start,
+                period_end=period_end,
+                details=[protomap.step_dict(s) for s in rating.details],
+            )
+        )
+    return lines
+
+
+async def build_period_invoice(
+    uow: InvoicingUnitOfWork,
+    usage: UsageSource,
+    *,
+    subscription_id: str,
+    org_id: str,
+    currency: str,
+    period: d.ClosedPeriod,
+    usage_version_id: str,
+    reason: d.InvoiceReason,
+    now: datetime,
+) -> d.Invoice:
+    billed = await uow.repo.billed_fee_lines(
+        subscription_id, period.period_start, period.period_end
+    )
+    ids = {s.package_version_id for s in period.segments} | {usage_version_id}
+    ids |= {li.package_version_id for li in billed}
+    if period.next_version_id:
+        ids.add(period.next_version_id)
+    ids.discard("")
+    plan_map, versions = await plans(uow, ids)
+    lines = d.base_fee_lines(period, plan_map, billed, currency, line_id)
+    lines += await usage_lines(
+        usage,
+        versions[usage_version_id],
+        subscription_id,
+        org_id,
+        currency,
+        period.period_start,
+        period.period_end,
+    )
+    profile, tax_rate = await profile_snapshot(uow, org_id)
+    inv = d.Invoice(
+        invoice_id=new_id("inv"),
+        org_id=org_id,
+        subscription_id=subscription_id,
+        reason=reason,
+        currency_code=currency,
+        period_start=period.period_start,
+        period_end=period.period_end,
+        create_time=now,
+        update_time=now,
+        lines=lines,
+        tax_rate=tax_rate,
+        billing_profile=profile,
+    )
+    inv.retax(line_id())
+    return inv
+
+
+async def close_period(
+    uow: InvoicingUnitOfWork,
+    usage: UsageSource,
+    policy: Policy,
+    *,
+    subscription_id: str,
+    org_id: str,
+    currency: str,
+    period: d.ClosedPeriod,
+    usage_version_id: str,
+    now: datetime,
+    reason: d.InvoiceReason = d.InvoiceReason.PERIOD_CLOSE,
+) -> tuple[d.Invoice, bool]:
+    """The period's invoice; (existing, False) when the period is already invoiced."""
+    existing = await uow.repo.period_invoice(subscription_id, period.period_start)
+    if existing is not None:
+        return existing, False
+    inv = await build_period_invoice(
+        uow,
+        usage,
+        subscription_id=subscription_id,
+        org_id=org_id,
+        currency=currency,
+        period=period,
+        usage_version_id=usage_version_id,
+        reason=reason,
+        now=now,
+    )
+    inv.grace_period_end = now + policy.grace_period
+    try:
+        await uow.repo.add_invoice(inv)
+    except PeriodAlreadyInvoiced:
+        # A concurrent run won the unique index: answer its invoice.
+        found = await uow.repo.period_invoice(subscription_id, period.period_start)
+        if found is None:
+            raise
+        return found, False
+    if policy.grace_period <= timedelta(0):
+        await finalize(uow, inv.invoice_id, now, policy)
+        inv = await get_invoice(uow, inv.invoice_id)
+    return inv, True
+
+
+# ------------------------------------------------------------------ manual runs and previews
+
+
+def current_period(sub: Any, plan: d.Plan, *, upcoming: bool) -> d.ClosedPeriod:
+    """The projection's current period as a close would see it (one version;
+    trial up to the trial end). ``upcoming`` adds the next in-advance fee."""
+    from tally.subscriptions.v1 import resources_pb2 as subs_pb2
+
+    start, end = sub.current_period_start, sub.current_period_end
+    if start is None or end is None:
+        raise FailedPrecondition(
+            message=f"subscription {sub.subscription_id} has no open period",
+            reason="NO_OPEN_PERIOD",
+        )
+    payload = subs_pb2.Subscription.FromString(sub.payload)
+    trial_end = (
+        payload.trial_end_time.ToDatetime(tzinfo=start.tzinfo)
+        if payload.HasField("trial_end_time")
+        else None
+    )
+    v = sub.package_version_id
+    segments: list[d.Segment] = []
+    if trial_end is not None and trial_end > start:
+        cut = min(trial_end, end)
+        segments.append(d.Segment(v, d.SegmentKind.TRIAL, start, cut))
+        if cut < end:
+            segments.append(d.Segment(v, d.SegmentKind.ACTIVE, cut, end))
+    else:
+        segments.append(d.Segment(v, d.SegmentKind.ACTIVE, start, end))
+    ended = not upcoming or sub.state == "SUBSCRIPTION_STATE_CANCELED"
+    return d.ClosedPeriod(
+        period_start=start,
+        period_end=end,
+        segments=tuple(segments),
+        ended=ended,
+        next_start=None if ended else end,
+        next_end=None if ended else d.plus_interval(end, plan.interval),
+        next_version_id="" if ended else v,
+        next_kind=d.SegmentKind.ACTIVE,
+    )
+
+
+async def _subscription(uow: InvoicingUnitOfWork, subscription_id: str, org_id: str) -> Any:
+    sub = await uow.repo.subscription(subscription_id)
+    if sub is None or (org_id and sub.org_id != org_id):
+        raise NotFound(
+            message=f"subscription {subscription_id} not found", reason="SUBSCRIPTION_NOT_FOUND"
+        )
+    return sub
+
+
+async def run_billing(
+    uow: InvoicingUnitOfWork,
+    usage: UsageSource,
+    policy: Policy,
+    org_id: str,
+    subscription_id: str,
+    period_start: datetime,
+    now: datetime,
+) -> tuple[d.Invoice, bool]:
+    existing = await uow.repo.period_invoice(subscription_id, period_start)
+    if existing is not None:
+        if existing.org_id != org_id:
+            raise NotFound(
+                message=f"subscription {subscription_id} not found",
+                reason="SUBSCRIPTION_NOT_FOUND",
+            )
+        return existing, False
+    sub = await _subscription(uow, subscription_id, org_id)
+    if sub.current_period_start != period_start:
+        raise NotFound(
+            message=(
+                f"period starting {period_start.isoformat()} is neither invoiced nor the"
+                " subscription's current period"
+            ),
+            reason="PERIOD_NOT_FOUND",
+        )
+    plan_map, _ = await plans(uow, {sub.package_version_id})
+    period = current_period(sub, plan_map[sub.package_version_id], upcoming=False)
+    return await close_period(
+        uow,
+        usage,
+        policy,
+        subscription_id=subscription_id,
+        org_id=org_id,
+        currency=sub.currency_code,
+        period=period,
+        usage_version_id=sub.package_version_id,
+        now=now,
+        reason=d.InvoiceReason.MANUAL,
+    )
+
+
+async def preview(
+    uow: InvoicingUnitOfWork, usage: UsageSource, org_id: str, subscription_id: str, now: datetime
+) -> d.Invoice:
+    if not subscription_id:
+        found = await uow.repo.latest_subscription_of(org_id)
+        if found is None:
+            raise NotFound(
+                message=f"org {org_id} has no subscription", reason="SUBSCRIPTION_NOT_FOUND"
+            )
+        subscription_id = found
+    sub = await _subscription(uow, subscription_id, org_id)
+    plan_map, _ = await plans(uow, {sub.package_version_id})
+    period = current_period(sub, plan_map[sub.package_version_id], upcoming=True)
+    inv = await build_period_invoice(
+        uow,
+        usage,
+        subscription_id=subscription_id,
+        org_id=sub.org_id,
+        currency=sub.currency_code,
+        period=period,
+        usage_version_id=sub.package_version_id,
+        reason=d.InvoiceReason.PERIOD_CLOSE,
+        now=now,
+    )
+    inv.invoice_id = ""
+    return inv
+
+
+# ------------------------------------------------------------------ immediate plan change
+
+
+@dataclass(frozen=True)
+class ImmediateChange:
+    subscription_id: str
+    org_id: str
+    currency: str
+    previous_version_id: str
+    version_id: str
+    effective_time: datetime
+    period_start: datetime
+    period_end: datetime
+    trial_end: datetime | None
+
+
+async def change_plan_now(
+    uow: InvoicingUnitOfWork, policy: Policy, cmd: ImmediateChange, now: datetime
+) -> d.Invoice | None:
+    """An immediate plan change invoices at once what in-advance fees it moves:
+    a credit for the unused part the old version was billed for, and the new
+    version's fee for the rest of the period. The period close trues up the
+    rest (elapsed seconds of a version nobody billed in advance, usage)."""
+    billed = await uow.repo.billed_fee_lines(cmd.subscription_id, cmd.period_start, cmd.period_end)
+    plan_map, _ = await plans(uow, {cmd.previous_version_id, cmd.version_id})
+    old, new = plan_map[cmd.previous_version_id], plan_map[cmd.version_id]
+    t, end = cmd.effective_time, cmd.period_end
+    lines: list[d.Line] = []
+    paid_old = d.billed_seconds(billed).get(old.package_version_id, 0)
+    credit_secs = min(d.seconds_between(t, end), paid_old)
+    if old.in_advance and old.base_fee != 0 and credit_secs > 0:
+        nominal = d.nominal_seconds(cmd.period_start, end, old.interval)
+        exact = -d.prorate(old.base_fee, credit_secs, nominal)
+        lines.append(
+            d.Line(
+                line_id=line_id(),
+                kind=d.LineKind.PRORATION_CREDIT,
+                description=f"{old.name} unused base fee (prorated {credit_secs}/{nominal} s)",
+                amount_minor=d.round_to_minor(exact, cmd.currency),
+                unrounded=exact,
+                unit_amount=old.base_fee,
+                package_version_id=old.package_version_id,
+                period_start=t,
+                period_end=end,
+                seconds_used=credit_secs,
+                seconds_in_period=nominal,
+                full_amount=old.base_fee,
+            )
+        )
+    active_from = max(t, cmd.trial_end) if cmd.trial_end else t
+    secs = d.seconds_between(active_from, end)
+    if new.in_advance and new.base_fee != 0 and secs > 0:
+        nominal = d.nominal_seconds(cmd.period_start, end, new.interval)
+        exact = d.prorate(new.base_fee, secs, nominal)
+        lines.append(
+            d.Line(
+                line_id=line_id(),
+                kind=d.LineKind.BASE_FEE,
+                description=f"{new.name} base fee (prorated {secs}/{nominal} s)",
+                amount_minor=d.round_to_minor(exact, cmd.currency),
+                unrounded=exact,
+                unit_amount=new.base_fee,
+                package_version_id=new.package_version_id,
+                period_start=active_from,
+                period_end=end,
+                seconds_used=secs,
+                seconds_in_period=nominal,
+                full_amount=new.base_fee,
+            )
+        )
+    if not lines:
+        return None
+    profile, tax_rate = await profile_snapshot(uow, cmd.org_id)
+    inv = d.Invoice(
+        invoice_id=new_id("inv"),
+        org_id=cmd.org_id,
+        subscription_id=cmd.subscription_id,
+        reason=d.InvoiceReason.PLAN_CHANGE,
+        currency_code=cmd.currency,
+        period_start=t,
+        period_end=end,
+        create_time=now,
+        update_time=now,
+        lines=lines,
+        tax_rate=tax_rate,
+        billing_profile=profile,
+        grace_period_end=now + policy.grace_period,
+    )
+    inv.retax(line_id())
+    try:
+        await uow.repo.add_invoice(inv)
+    except PeriodAlreadyInvoiced:
+        return None  # this change was already invoiced (a replayed event)
+    if policy.grace_period <= timedelta(0):
+        return await finalize(uow, inv.invoice_id, now, policy)
+    return inv

@@ -1,0 +1,436 @@
+"""The invoicing repository: SQL for this schema only, and the unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Self
+
+from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.invoicing import domain as d
+from services.invoicing.repository.tables import (
+    PERIOD_UNIQUE_INDEX,
+    billing_profile_table,
+    credit_balance_table,
+    credit_memo_table,
+    invoice_counter_table,
+    invoice_table,
+    package_version_table,
+    subscription_table,
+)
+from services.kit.db import Database
+from services.kit.outbox import Outbox
+from services.kit.uow import UnitOfWork
+
+
+class PeriodAlreadyInvoiced(Exception):
+    """The unique (subscription, period) index refused a second invoice."""
+
+
+def _dec(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def lines_json(lines: list[d.Line]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": li.line_id,
+            "kind": li.kind.value,
+            "description": li.description,
+            "amount_minor": li.amount_minor,
+            "unrounded": _dec(li.unrounded),
+            "quantity": _dec(li.quantity),
+            "unit_amount": _dec(li.unit_amount),
+            "charge_id": li.charge_id,
+            "metric_code": li.metric_code,
+            "package_version_id": li.package_version_id,
+            "period_start": _iso(li.period_start),
+            "period_end": _iso(li.period_end),
+            "seconds_used": li.seconds_used,
+            "seconds_in_period": li.seconds_in_period,
+            "full_amount": _dec(li.full_amount),
+            "details": li.details,
+        }
+        for li in lines
+    ]
+
+
+def _opt_dec(v: str | None) -> Decimal | None:
+    return None if v is None else Decimal(v)
+
+
+def _opt_time(v: str | None) -> datetime | None:
+    return None if v is None else datetime.fromisoformat(v)
+
+
+def lines_from_json(raw: list[dict[str, Any]]) -> list[d.Line]:
+    return [
+        d.Line(
+            line_id=r["id"],
+            kind=d.LineKind(r["kind"]),
+            description=r["description"],
+            amount_minor=int(r["amount_minor"]),
+            unrounded=Decimal(r["unrounded"]),
+            quantity=Decimal(r["quantity"]),
+            unit_amount=_opt_dec(r["unit_amount"]),
+            charge_id=r["charge_id"],
+            metric_code=r["metric_code"],
+            package_version_id=r["package_version_id"],
+            period_start=_opt_time(r["period_start"]),
+            period_end=_opt_time(r["period_end"]),
+            seconds_used=int(r["seconds_used"]),
+            seconds_in_period=int(r["seconds_in_period"]),
+            full_amount=_opt_dec(r["full_amount"]),
+            details=list(r["details"]),
+        )
+        for r in raw
+    ]
+
+
+def _invoice(row: Row[Any]) -> d.Invoice:
+    return d.Invoice(
+        invoice_id=row.invoice_id,
+        org_id=row.org_id,
+        subscription_id=row.subscription_id,
+        reason=d.InvoiceReason(row.reason),
+        currency_code=row.currency_code,
+        period_start=row.period_start,
+        period_end=row.period_end,
+        create_time=row.create_time,
+        state=d.InvoiceState(row.state),
+        lines=lines_from_json(row.lines),
+        tax_rate=Decimal(row.tax_rate),
+        number=row.number or "",
+        sequence_number=row.sequence_number or 0,
+        credit_applied=row.credit_applied_minor,
+        amount_paid=row.amount_paid_minor,
+        amount_credited=row.amount_credited_minor,
+        credited_to_due=row.credited_to_due_minor,
+        billing_profile=dict(row.billing_profile),
+        update_time=row.update_time,
+        grace_period_end=row.grace_period_end,
+        finalize_time=row.finalize_time,
+        due_time=row.due_time,
+        paid_time=row.paid_time,
+        void_time=row.void_time,
+        uncollectible_time=row.uncollectible_time,
+        payment_id=row.payment_id,
+        status_reason=row.status_reason,
+    )
+
+
+def _invoice_values(inv: d.Invoice) -> dict[str, Any]:
+    return {
+        "invoice_id": inv.invoice_id,
+        "org_id": inv.org_id,
+        "subscription_id": inv.subscription_id,
+        "reason": inv.reason.value,
+        "state": inv.state.value,
+        "currency_code": inv.currency_code,
+        "period_start": inv.period_start,
+        "period_end": inv.period_end,
+        "number": inv.number or None,
+        "sequence_number": inv.sequence_number or None,
+        "lines": lines_json(inv.lines),
+        "tax_rate": inv.tax_rate,
+        "subtotal_minor": inv.subtotal,
+        "tax_minor": inv.tax,
+        "credit_applied_minor": inv.credit_applied,
+        "total_minor": inv.total,
+        "amount_paid_minor": inv.amount_paid,
+        "amount_credited_minor": inv.amount_credited,
+        "credited_to_due_minor": inv.credited_to_due,
+        "amount_due_minor": inv.amount_due,
+        "billing_profile": inv.billing_profile,
+        "payment_id": inv.payment_id,
+        "status_reason": inv.status_reason,
+        "create_time": inv.create_time,
+        "update_time": inv.update_time or inv.create_time,
+        "grace_period_end": inv.grace_period_end,
+        "finalize_time": inv.finalize_time,
+        "due_time": inv.due_time,
+        "paid_time": inv.paid_time,
+        "void_time": inv.void_time,
+        "uncollectible_time": inv.uncollectible_time,
+    }
+
+
+class InvoicingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ---------------------------------------------------------- projections
+
+    async def upsert_version(self, values: dict[str, Any]) -> None:
+        stmt = pg_insert(package_version_table).values(**values)
+        await self.session.execute(stmt.on_conflict_do_nothing())  # published = frozen
+
+    async def version_rows(self, ids: set[str]) -> dict[str, Row[Any]]:
+        if not ids:
+            return {}
+        rows = await self.session.execute(
+            select(package_version_table).where(package_version_table.c.package_version_id.in_(ids))
+        )
+        return {r.package_version_id: r for r in rows}
+
+    async def upsert_subscription(self, values: dict[str, Any]) -> None:
+        stmt = pg_insert(subscription_table).values(**values)
+        update = {k: stmt.excluded[k] for k in values if k != "subscription_id"}
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["subscription_id"],
+                set_=update,
+                # A late, older event never overwrites a newer state.
+                where=subscription_table.c.update_time <= stmt.excluded.update_time,
+            )
+        )
+
+    async def subscription(self, subscription_id: str) -> Row[Any] | None:
+        return (
+            await self.session.execute(
+                select(subscription_table).where(
+                    subscription_table.c.subscription_id == subscription_id
+                )
+            )
+        ).first()
+
+    async def latest_subscription_of(self, org_id: str) -> str | None:
+        t = subscription_table
+        found: str | None = await self.session.scalar(
+            select(t.c.subscription_id)
+            .where(t.c.org_id == org_id)
+            .order_by((t.c.state == "SUBSCRIPTION_STATE_CANCELED").asc(), t.c.update_time.desc())
+            .limit(1)
+        )
+        return found
+
+    # ---------------------------------------------------------- profiles
+
+    async def profile(self, org_id: str, *, lock: bool = False) -> Row[Any] | None:
+        stmt = select(billing_profile_table).where(billing_profile_table.c.org_id == org_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).first()
+
+    async def save_profile(self, values: dict[str, Any]) -> Row[Any]:
+        stmt = pg_insert(billing_profile_table).values(**values)
+        update = {k: stmt.excluded[k] for k in values if k not in ("org_id", "create_time")}
+        result = await self.session.execute(
+            stmt.on_conflict_do_update(index_elements=["org_id"], set_=update).returning(
+                billing_profile_table
+            )
+        )
+        row: Row[Any] = result.one()
+        return row
+
+    # ---------------------------------------------------------- invoices
+
+    async def add_invoice(self, inv: d.Invoice) -> None:
+        try:
+            async with self.session.begin_nested():
+                await self.session.execute(invoice_table.insert().values(**_invoice_values(inv)))
+        except IntegrityError as exc:
+            if PERIOD_UNIQUE_INDEX in str(exc.orig):
+                raise PeriodAlreadyInvoiced(inv.subscription_id) from None
+            raise
+
+    async def save_invoice(self, inv: d.Invoice) -> None:
+        values = _invoice_values(inv)
+        del values["invoice_id"]
+        await self.session.execute(
+            invoice_table.update()
+            .where(invoice_table.c.invoice_id == inv.invoice_id)
+            .values(**values)
+        )
+
+    async def invoice(self, invoice_id: str, *, lock: bool = False) -> d.Invoice | None:
+        stmt = select(invoice_table).where(invoice_table.c.invoice_id == invoice_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = (await self.session.execute(stmt)).first()
+        return None if row is None else _invoice(row)
+
+    async def period_invoice(
+        self, subscription_id: str, period_start: datetime
+    ) -> d.Invoice | None:
+        row = (
+            await self.session.execute(
+                select(invoice_table).where(
+                    invoice_table.c.subscription_id == subscription_id,
+                    invoice_table.c.period_start == period_start,
+                    invoice_table.c.reason.in_(["period_close", "manual"]),
+                )
+            )
+        ).first()
+        return None if row is None else _invoice(row)
+
+    async def billed_fee_lines(
+        self, subscription_id: str, period_start: datetime, period_end: datetime
+    ) -> list[d.Line]:
+        """BASE_FEE / PRORATION_CREDIT lines of invoices (not void) that fall inside
+        the period: its in-advance fee, an immediate plan change's lines."""
+        t = invoice_table
+        rows = await self.session.execute(
+            select(t.c.lines).where(
+                t.c.subscription_id == subscription_id,
+                t.c.state != d.InvoiceState.VOID.value,
+                t.c.period_end >= period_start,
+                t.c.period_start < period_end,
+            )
+        )
+        kinds = (d.LineKind.BASE_FEE, d.LineKind.PRORATION_CREDIT)
+        out: list[d.Line] = []
+        for (raw,) in rows:
+            out += [
+                li
+                for li in lines_from_json(raw)
+                if li.kind in kinds
+                and li.period_start is not None
+                and li.period_end is not None
+                and li.period_start >= period_start
+                and li.period_end <= period_end
+            ]
+        return out
+
+    async def list_invoices(
+        self, filters: dict[str, Any], after: list[Any] | None, limit: int
+    ) -> list[d.Invoice]:
+        t = invoice_table
+        stmt = select(t)
+        if filters.get("org_id"):
+            stmt = stmt.where(t.c.org_id == filters["org_id"])
+        if filters.get("subscription_id"):
+            stmt = stmt.where(t.c.subscription_id == filters["subscription_id"])
+        if filters.get("state"):
+            stmt = stmt.where(t.c.state == filters["state"])
+        if after:
+            at = datetime.fromisoformat(after[0])
+            stmt = stmt.where(
+                or_(t.c.create_time < at, and_(t.c.create_time == at, t.c.invoice_id < after[1]))
+            )
+        stmt = stmt.order_by(t.c.create_time.desc(), t.c.invoice_id.desc()).limit(limit)
+        return [_invoice(r) for r in await self.session.execute(stmt)]
+
+    async def due_drafts(self, now: datetime, limit: int) -> list[str]:
+        rows = await self.session.execute(
+            select(invoice_table.c.invoice_id)
+            .where(invoice_table.c.state == "draft", invoice_table.c.grace_period_end <= now)
+            .order_by(invoice_table.c.grace_period_end)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [r[0] for r in rows]
+
+    async def next_sequence(self, org_id: str) -> int:
+        """The org's next invoice number; the counter row stays locked until commit,
+        so concurrent finalizations of one org queue and never leave a gap."""
+        await self.session.execute(
+            pg_insert(invoice_counter_table)
+            .values(org_id=org_id, last_sequence=0)
+            .on_conflict_do_nothing()
+        )
+        current = await self.session.scalar(
+            select(invoice_counter_table.c.last_sequence)
+            .where(invoice_counter_table.c.org_id == org_id)
+            .with_for_update()
+        )
+        nxt = int(current or 0) + 1
+        await self.session.execute(
+            invoice_counter_table.update()
+            .where(invoice_counter_table.c.org_id == org_id)
+            .values(last_sequence=nxt)
+        )
+        return nxt
+
+    # ---------------------------------------------------------- credit
+
+    async def balance(self, org_id: str, currency: str, *, lock: bool = False) -> Row[Any] | None:
+        stmt = select(credit_balance_table).where(
+            credit_balance_table.c.org_id == org_id,
+            credit_balance_table.c.currency_code == currency,
+        )
+        if lock:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).first()
+
+    async def add_balance(self, org_id: str, currency: str, delta: int, now: datetime) -> None:
+        stmt = pg_insert(credit_balance_table).values(
+            org_id=org_id, currency_code=currency, balance_minor=delta, update_time=now
+        )
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["org_id", "currency_code"],
+                set_={
+                    "balance_minor": credit_balance_table.c.balance_minor + delta,
+                    "update_time": now,
+                },
+            )
+        )
+
+    async def add_memo(self, values: dict[str, Any]) -> None:
+        await self.session.execute(credit_memo_table.insert().values(**values))
+
+    async def memo(self, memo_id: str) -> Row[Any] | None:
+        return (
+            await self.session.execute(
+                select(credit_memo_table).where(credit_memo_table.c.credit_memo_id == memo_id)
+            )
+        ).first()
+
+    async def memos_of(self, invoice_id: str) -> list[Row[Any]]:
+        rows = await self.session.execute(
+            select(credit_memo_table)
+            .where(credit_memo_table.c.invoice_id == invoice_id)
+            .order_by(credit_memo_table.c.create_time)
+        )
+        return list(rows)
+
+    async def list_memos(
+        self, filters: dict[str, Any], after: list[Any] | None, limit: int
+    ) -> list[Row[Any]]:
+        t = credit_memo_table
+        stmt = select(t)
+        if filters.get("org_id"):
+            stmt = stmt.where(t.c.org_id == filters["org_id"])
+        if filters.get("invoice_id"):
+            stmt = stmt.where(t.c.invoice_id == filters["invoice_id"])
+        if after:
+            at = datetime.fromisoformat(after[0])
+            stmt = stmt.where(
+                or_(
+                    t.c.create_time < at, and_(t.c.create_time == at, t.c.credit_memo_id < after[1])
+                )
+            )
+        stmt = stmt.order_by(t.c.create_time.desc(), t.c.credit_memo_id.desc()).limit(limit)
+        return list(await self.session.execute(stmt))
+
+    async def now(self) -> datetime:
+        value = await self.session.scalar(select(func.now()))
+        assert isinstance(value, datetime)
+        return value
+
+
+class InvoicingUnitOfWork(UnitOfWork):
+    repo: InvoicingRepository
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        on_events_committed: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(database, outbox, on_events_committed)
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self.repo = InvoicingRepository(self.session)
+        return self
