@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import grpc
 import httpx
@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import health, overview, problems, transcoding
+from gateway import cloudevents, health, overview, problems, transcoding
 from gateway.audit import AuditLog
 from gateway.auth import Authorizer, Principal
 from gateway.descriptors import http_bindings
@@ -44,6 +44,7 @@ access_log = logging.getLogger("gateway.access")
 AUDIT_PATH = "/super-admin/billing/v1/audit"
 WEBHOOK_PATH = "/webhooks/stripe"
 OVERVIEW_PATH = "/portal/billing/v1/overview"
+CONTEXT_PATH = "/super-admin/billing/v1/orgs/{org_id}/context"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Headers Stripe's signature check needs, forwarded untouched with the raw body.
 _WEBHOOK_HEADERS = ("content-type", "stripe-signature", "user-agent")
@@ -141,7 +142,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 channels[route.binding.service], route
             )
         openapi.update(openapi_document())
-        openapi["paths"].update(gateway_operations(AUDIT_PATH, WEBHOOK_PATH, OVERVIEW_PATH))
+        openapi["paths"].update(
+            gateway_operations(AUDIT_PATH, WEBHOOK_PATH, OVERVIEW_PATH, CONTEXT_PATH)
+        )
         try:
             yield
         finally:
@@ -273,7 +276,13 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "STREAMING_NOT_SUPPORTED",
             )
         body: Any = None
-        if route.binding.body:
+        kind = cloudevents.media_type(request.headers.get("content-type"))
+        if route.binding.body and kind in cloudevents.MEDIA_TYPES:
+            # CloudEvents-style usage JSON, mapped to the request's UsageEvent(s).
+            descriptor = route.request_class.DESCRIPTOR
+            raw = transcoding.parse_body(await request.body())
+            body = cloudevents.request_body(descriptor, kind, raw)  # type: ignore[arg-type]
+        elif route.binding.body:
             body = transcoding.parse_body(await request.body())
         try:
             message = transcoding.build_request(
@@ -311,6 +320,27 @@ def create_app(settings: GatewaySettings) -> Starlette:
         except grpc.aio.AioRpcError as error:
             raise problems.from_rpc_error(error) from None
 
+    def route_caller(principal: Principal, rid: str, portal: bool) -> overview.RouteCall:
+        """Calls one of our own transcoded GET routes for a composed answer."""
+
+        async def call(method: str, target: str) -> dict[str, Any]:
+            path, _, query = target.partition("?")
+            matched = router.match(method, path)
+            if matched is None:  # an id that breaks the path: nothing of it exists
+                raise problems.not_found()
+            route, quoted = matched
+            # Composers quote ids into the path; the request carries them as given.
+            values = {name: unquote(value) for name, value in quoted.items()}
+            message = transcoding.build_request(route, values, parse_qsl(query), None)
+            if portal:
+                message.org_id = principal.org_id  # type: ignore[attr-defined]
+            reply = await _invoke(route, message, principal, rid)
+            payload = transcoding.response_payload(route, reply)
+            assert isinstance(payload, dict)  # composed routes answer JSON messages
+            return payload
+
+        return call
+
     async def portal_overview(request: Request) -> Response:
         rid = request_id(request)
         try:
@@ -319,20 +349,24 @@ def create_app(settings: GatewaySettings) -> Starlette:
             principal = authorizer.authenticate("portal", request.headers)
             authorizer.permit("portal", "GET", principal)
             await limits.hit(principal.subject, principal.org_id)
-
-            async def call(method: str, target: str) -> dict[str, Any]:
-                path, _, query = target.partition("?")
-                matched = router.match(method, path)
-                assert matched is not None, target  # our own fixed portal paths
-                route, values = matched
-                message = transcoding.build_request(route, values, parse_qsl(query), None)
-                message.org_id = principal.org_id  # type: ignore[attr-defined]
-                reply = await _invoke(route, message, principal, rid)
-                payload = transcoding.response_payload(route, reply)
-                assert isinstance(payload, dict)
-                return payload
-
+            call = route_caller(principal, rid, portal=True)
             composed = await overview.compose(principal.org_id, call)
+        except Problem as problem:
+            return problem.response(rid)
+        return JSONResponse(composed)
+
+    async def support_context(request: Request) -> Response:
+        rid = request_id(request)
+        try:
+            if not flags["admin"]:
+                raise problems.not_found()
+            principal = authorizer.authenticate("admin", request.headers)
+            # GET: billing_admin and billing_support both read it.
+            authorizer.permit("admin", "GET", principal)
+            await limits.hit(principal.subject)
+            org_id: str = request.path_params["org_id"]
+            call = route_caller(principal, rid, portal=False)
+            composed = await overview.compose_support_context(org_id, call)
         except Problem as problem:
             return problem.response(rid)
         return JSONResponse(composed)
@@ -346,6 +380,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Route(AUDIT_PATH, audit_read, methods=["GET"]),
             Route(WEBHOOK_PATH, stripe_webhook, methods=["POST"]),
             Route(OVERVIEW_PATH, portal_overview, methods=["GET"]),
+            Route(CONTEXT_PATH, support_context, methods=["GET"]),
             Route("/{rest:path}", transcode, methods=methods),
         ],
         lifespan=lifespan,

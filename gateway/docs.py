@@ -68,9 +68,24 @@ def _overview_operation() -> dict[str, Any]:
     }
 
 
-def gateway_operations(audit: str, webhook: str, overview: str) -> dict[str, Any]:
+def _context_operation() -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "Gateway_SupportContext",
+            "tags": ["gateway"],
+            "summary": "One org's subscriptions, usage, invoices, credit and payment methods",
+            "parameters": [
+                {"name": "org_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {"200": {"description": "OK; parts that failed are named in unavailable"}},
+        }
+    }
+
+
+def gateway_operations(audit: str, webhook: str, overview: str, context: str) -> dict[str, Any]:
     return {
         audit: _audit_operation(),
         webhook: _webhook_operation(),
         overview: _overview_operation(),
+        context: _context_operation(),
     }

@@ -11,6 +11,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from gateway import cloudevents
 from gateway.descriptors import HttpBinding, http_bindings
 
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -41,6 +42,21 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 }
 
 _PARAM = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
+
+
+def parameter_name(field_path: str) -> str:
+    """A path variable's OpenAPI name: the last segment of its field path.
+
+    ``{metric.metric_id}`` and ``{metric_id}`` bind the same URL segment, and
+    OpenAPI forbids two template-equivalent paths, so both are ``metric_id``
+    and their operations share one path item.
+    """
+    return field_path.strip().rsplit(".", 1)[-1]
+
+
+def openapi_path(template: str) -> str:
+    """``/metrics/{metric.metric_id=*}`` as OpenAPI writes it: ``/metrics/{metric_id}``."""
+    return _PARAM.sub(lambda m: "{" + parameter_name(m.group(1)) + "}", template)
 
 
 class _Schemas:
@@ -82,13 +98,19 @@ def _enum(enum: EnumDescriptor) -> dict[str, Any]:
 
 def _operation(binding: HttpBinding, schemas: _Schemas) -> dict[str, Any]:
     method = binding.method
-    path_params = [m.group(1) for m in _PARAM.finditer(binding.path)]
+    path_params = [m.group(1).strip() for m in _PARAM.finditer(binding.path)]
     operation: dict[str, Any] = {
         "operationId": f"{method.containing_service.name}_{method.name}",
         "tags": [binding.service],
         "summary": method.name,
         "parameters": [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            {
+                "name": parameter_name(p),
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": f"request field `{p}`",
+            }
             for p in path_params
         ],
         "responses": {
@@ -109,10 +131,13 @@ def _operation(binding: HttpBinding, schemas: _Schemas) -> dict[str, Any]:
             else method.input_type.fields_by_name[binding.body].message_type
         )
         schema = schemas.ref(body_type) if body_type is not None else {"type": "string"}
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": schema}},
-        }
+        content: dict[str, Any] = {"application/json": {"schema": schema}}
+        if binding.body == "*":
+            # The usage routes also take CloudEvents JSON (see gateway/cloudevents.py).
+            for kind in cloudevents.MEDIA_TYPES:
+                if cloudevents.accepts(method.input_type, kind):
+                    content[kind] = {"schema": cloudevents.schema(kind == cloudevents.SINGLE)}
+        operation["requestBody"] = {"required": True, "content": content}
     return operation
 
 
@@ -120,7 +145,7 @@ def openapi_document(title: str = "Tally billing API", version: str = "v1") -> d
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
     for binding in http_bindings():
-        path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", binding.path)
+        path = openapi_path(binding.path)
         operation = _operation(binding, schemas)
         entry = paths.setdefault(path, {})
         if binding.verb in entry:  # same route bound twice: keep the first, name both

@@ -280,7 +280,34 @@ def build_request(
         json_format.ParseDict(data, message, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
         raise problems.from_parse_error(exc) from None
+    _refuse_nul(message, "")
     return message
+
+
+def _refuse_nul(message: Message, prefix: str) -> None:
+    """A 400 for U+0000 in any string: PostgreSQL text cannot hold it.
+
+    Valid protobuf and JSON, so json_format takes it, but every service stores
+    or hashes its strings in PostgreSQL and would fail with INTERNAL (a 500).
+    """
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            entries = [(k, v) for k, v in value.items()]
+            for key, item in entries:
+                if isinstance(key, str) and "\x00" in key:
+                    raise problems.invalid(f"{path}", "must not contain U+0000 (NUL)")
+                if isinstance(item, str) and "\x00" in item:
+                    raise problems.invalid(f"{path}.{key}", "must not contain U+0000 (NUL)")
+                if isinstance(item, Message):
+                    _refuse_nul(item, f"{path}.{key}.")
+        elif field.message_type is not None:
+            for child in value if field.is_repeated else [value]:
+                _refuse_nul(child, path + ".")
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            for text in value if field.is_repeated else [value]:
+                if "\x00" in text:
+                    raise problems.invalid(path, "must not contain U+0000 (NUL)")
 
 
 # --- tenant isolation helpers ---------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import NoReturn
 
 DEFAULT_ADDR = "127.0.0.1:50054"
 
@@ -20,9 +22,34 @@ def instant(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments end like every other CLI failure of the suite: one
+    ``tally: error: ...`` line and exit status 1 (argparse would print the
+    usage and exit 2), so scripts need to handle only one failure shape."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # Leftovers would reach the top-level `tally` parser, which reports
+        # them its own way (usage, exit 2): refuse them here instead.
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        print(f"tally: error: {self.prog}: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     inv = commands.add_parser("invoicing", help="invoicing operations (INVOICING_ADDR)")
-    sub = inv.add_subparsers(dest="invoicing_command", required=True, metavar="INVOICING_COMMAND")
+    sub = inv.add_subparsers(
+        dest="invoicing_command",
+        required=True,
+        metavar="INVOICING_COMMAND",
+        parser_class=OneLineParser,
+    )
     run = sub.add_parser("run", help="invoice one subscription period now (RunBilling)")
     run.add_argument("--org", required=True, help="organisation id")
     run.add_argument("--subscription", required=True, help="subscription id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +11,14 @@ import httpx
 
 from gateway.app import create_app
 from gateway.auth import issue_dev_token
+from services.kit import migrations
+from services.kit.devstack import free_port
 from services.kit.settings import GatewaySettings
+from tests.support.services import service_in_process
+
+# What the integration tests run behind the gateway; invoicing and payments are
+# pointed at a port nobody listens on, so their routes answer 503.
+RUNNING_SERVICES = ("catalog", "subscriptions", "usage")
 
 SECRET = "test-gateway-secret-of-at-least-64-bytes-for-hs512-0123456789abcdef"
 AUDIENCE = "tally-billing"
@@ -77,3 +85,46 @@ async def gateway_client(settings: GatewaySettings) -> AsyncIterator[httpx.Async
         ) as client,
     ):
         yield client
+
+
+@asynccontextmanager
+async def gateway_over_services(
+    database_url: str, nats_url: str, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Real catalog, subscriptions and usage services in-process behind the real app."""
+    for service in RUNNING_SERVICES:
+        await migrations.upgrade_async(service, database_url)
+    nobody = f"127.0.0.1:{free_port()}"
+    # Aggregates follow events quickly, so tests reading them need not wait long.
+    previous = os.environ.get("USAGE_AGGREGATED_INTERVAL_SECONDS")
+    os.environ["USAGE_AGGREGATED_INTERVAL_SECONDS"] = "0.2"
+    try:
+        async with (
+            service_in_process("catalog", database_url, nats_url, outbox_poll_seconds=0.05) as c,
+            service_in_process(
+                "subscriptions", database_url, nats_url, outbox_poll_seconds=0.05
+            ) as s,
+            service_in_process("usage", database_url, nats_url, outbox_poll_seconds=0.05) as u,
+        ):
+            settings = gateway_settings(
+                **{
+                    "catalog_addr": f"127.0.0.1:{c.port}",
+                    "subscriptions_addr": f"127.0.0.1:{s.port}",
+                    "usage_addr": f"127.0.0.1:{u.port}",
+                    "invoicing_addr": nobody,
+                    "payments_addr": nobody,
+                    "audit_dir": "",
+                    "grpc_deadline_seconds": 3.0,
+                    # Fuzzes and sweeps send hundreds of requests.
+                    "rate_limit_per_subject": "100000/minute",
+                    "rate_limit_per_org": "100000/minute",
+                    **overrides,
+                }
+            )
+            async with gateway_client(settings) as client:
+                yield client
+    finally:
+        if previous is None:
+            os.environ.pop("USAGE_AGGREGATED_INTERVAL_SECONDS", None)
+        else:
+            os.environ["USAGE_AGGREGATED_INTERVAL_SECONDS"] = previous

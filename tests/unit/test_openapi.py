@@ -29,7 +29,7 @@ def test_every_http_binding_is_documented() -> None:
     bindings = list(http_bindings())
     assert len(bindings) > 50
     for b in bindings:
-        path = re.sub(r"\{([^}=]+)(=[^}]*)?\}", r"{\1}", b.path)
+        path = re.sub(r"\{(?:[^}=]*\.)?([^}=.]+)(=[^}]*)?\}", r"{\1}", b.path)
         assert b.verb in doc["paths"][path], f"{b.verb.upper()} {path} missing"
 
 
@@ -47,6 +47,11 @@ def test_json_names_and_64_bit_integers_follow_the_protobuf_json_mapping() -> No
     money = schemas["tally.type.v1.Money"]["properties"]
     assert money["currencyCode"] == {"type": "string"}
     assert money["amountMinor"] == {"type": "string", "format": "int64"}
+
+
+def test_no_two_paths_are_template_equivalent() -> None:
+    shapes = [re.sub(r"\{[^}]+\}", "{}", path) for path in openapi_document()["paths"]]
+    assert len(shapes) == len(set(shapes))
 
 
 def test_path_parameters_are_required_strings() -> None:

@@ -1,6 +1,11 @@
 """The invoicing domain: pure rules, no I/O imports."""
 
-from services.invoicing.domain.building import ClosedPeriod, base_fee_lines, billed_seconds
+from services.invoicing.domain.building import (
+    ClosedPeriod,
+    base_fee_lines,
+    billed_seconds,
+    open_period_segments,
+)
 from services.invoicing.domain.invoices import Invoice, invoice_number, round_to_minor
 from services.invoicing.domain.periods import (
     minus_interval,
@@ -38,6 +43,7 @@ __all__ = [
     "invoice_number",
     "minus_interval",
     "nominal_seconds",
+    "open_period_segments",
     "plus_interval",
     "prorate",
     "round_to_minor",

@@ -33,6 +33,35 @@ class ClosedPeriod:
     next_kind: SegmentKind
 
 
+def open_period_segments(
+    start: datetime,
+    end: datetime,
+    version_id: str,
+    changes: Sequence[tuple[datetime, str, str]],
+    trial_end: datetime | None,
+) -> tuple[Segment, ...]:
+    """The segments the open period [start, end) has so far, as its close will
+    report them: one piece per version between the immediate plan changes
+    (``changes``: effective time, previous version, new version, oldest first),
+    each cut at the trial end. Pauses are not known here (see the docs)."""
+    inside = [c for c in changes if start < c[0] < end]
+    cuts = [t for t, _, _ in inside]
+    versions = [inside[0][1], *(new for _, _, new in inside[:-1])] if inside else []
+    # The last piece runs under the version in force now (the projection's).
+    versions.append(version_id)
+    bounds = [start, *cuts, end]
+    out: list[Segment] = []
+    for vid, s, e in zip(versions, bounds[:-1], bounds[1:], strict=True):
+        if trial_end is not None and trial_end > s:
+            cut = min(trial_end, e)
+            out.append(Segment(vid, SegmentKind.TRIAL, s, cut))
+            if cut < e:
+                out.append(Segment(vid, SegmentKind.ACTIVE, cut, e))
+        else:
+            out.append(Segment(vid, SegmentKind.ACTIVE, s, e))
+    return tuple(out)
+
+
 def _fee_line(
     new_id: Callable[[], str],
     plan: Plan,

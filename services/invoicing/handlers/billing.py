@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -169,9 +170,17 @@ async def close_period(
 # ------------------------------------------------------------------ manual runs and previews
 
 
-def current_period(sub: Any, plan: d.Plan, *, upcoming: bool) -> d.ClosedPeriod:
-    """The projection's current period as a close would see it (one version;
-    trial up to the trial end). ``upcoming`` adds the next in-advance fee."""
+def current_period(
+    sub: Any,
+    plan: d.Plan,
+    *,
+    upcoming: bool,
+    changes: Sequence[tuple[datetime, str, str]] = (),
+) -> d.ClosedPeriod:
+    """The projection's current period as its close would see it so far: one
+    segment per version between the immediate plan changes (``changes``, from
+    ``InvoicingRepository.plan_changes``), trial up to the trial end.
+    ``upcoming`` adds the next in-advance fee."""
     from tally.subscriptions.v1 import resources_pb2 as subs_pb2
 
     start, end = sub.current_period_start, sub.current_period_end
@@ -187,25 +196,28 @@ def current_period(sub: Any, plan: d.Plan, *, upcoming: bool) -> d.ClosedPeriod:
         else None
     )
     v = sub.package_version_id
-    segments: list[d.Segment] = []
-    if trial_end is not None and trial_end > start:
-        cut = min(trial_end, end)
-        segments.append(d.Segment(v, d.SegmentKind.TRIAL, start, cut))
-        if cut < end:
-            segments.append(d.Segment(v, d.SegmentKind.ACTIVE, cut, end))
-    else:
-        segments.append(d.Segment(v, d.SegmentKind.ACTIVE, start, end))
     ended = not upcoming or sub.state == "SUBSCRIPTION_STATE_CANCELED"
     return d.ClosedPeriod(
         period_start=start,
         period_end=end,
-        segments=tuple(segments),
+        segments=d.open_period_segments(start, end, v, changes, trial_end),
         ended=ended,
         next_start=None if ended else end,
         next_end=None if ended else d.plus_interval(end, plan.interval),
         next_version_id="" if ended else v,
         next_kind=d.SegmentKind.ACTIVE,
     )
+
+
+async def _open_period(uow: InvoicingUnitOfWork, sub: Any, *, upcoming: bool) -> d.ClosedPeriod:
+    """``current_period`` with the plan changes recorded inside it."""
+    plan_map, _ = await plans(uow, {sub.package_version_id})
+    changes: list[tuple[datetime, str, str]] = []
+    if sub.current_period_start is not None and sub.current_period_end is not None:
+        changes = await uow.repo.plan_changes(
+            sub.subscription_id, sub.current_period_start, sub.current_period_end
+        )
+    return current_period(sub, plan_map[sub.package_version_id], upcoming=upcoming, changes=changes)
 
 
 async def _subscription(uow: InvoicingUnitOfWork, subscription_id: str, org_id: str) -> Any:
@@ -243,8 +255,7 @@ async def run_billing(
             ),
             reason="PERIOD_NOT_FOUND",
         )
-    plan_map, _ = await plans(uow, {sub.package_version_id})
-    period = current_period(sub, plan_map[sub.package_version_id], upcoming=False)
+    period = await _open_period(uow, sub, upcoming=False)
     return await close_period(
         uow,
         usage,
@@ -270,8 +281,9 @@ async def preview(
             )
         subscription_id = found
     sub = await _subscription(uow, subscription_id, org_id)
-    plan_map, _ = await plans(uow, {sub.package_version_id})
-    period = current_period(sub, plan_map[sub.package_version_id], upcoming=True)
+    # The same segments and base-fee rules as the close (build_period_invoice),
+    # so the preview shows what the close will invoice if nothing else changes.
+    period = await _open_period(uow, sub, upcoming=True)
     inv = await build_period_invoice(
         uow,
         usage,
@@ -310,6 +322,11 @@ async def change_plan_now(
     a credit for the unused part the old version was billed for, and the new
     version's fee for the rest of the period. The period close trues up the
     rest (elapsed seconds of a version nobody billed in advance, usage)."""
+    # Remembered for PreviewInvoice / RunBilling of the open period, whatever
+    # this change invoices (an arrears-only change invoices nothing now).
+    await uow.repo.record_plan_change(
+        cmd.subscription_id, cmd.effective_time, cmd.previous_version_id, cmd.version_id
+    )
     billed = await uow.repo.billed_fee_lines(cmd.subscription_id, cmd.period_start, cmd.period_end)
     plan_map, _ = await plans(uow, {cmd.previous_version_id, cmd.version_id})
     old, new = plan_map[cmd.previous_version_id], plan_map[cmd.version_id]

@@ -15,6 +15,7 @@ from services.invoicing.repository.tables import (
     invoice_table,
     metadata,
     package_version_table,
+    plan_change_table,
     subscription_table,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "invoice_table",
     "metadata",
     "package_version_table",
+    "plan_change_table",
     "subscription_table",
 ]

@@ -21,6 +21,7 @@ from services.invoicing.repository.tables import (
     invoice_counter_table,
     invoice_table,
     package_version_table,
+    plan_change_table,
     subscription_table,
 )
 from services.kit.db import Database
@@ -212,6 +213,37 @@ class InvoicingRepository:
             .limit(1)
         )
         return found
+
+    async def record_plan_change(
+        self, subscription_id: str, effective_time: datetime, previous_id: str, version_id: str
+    ) -> None:
+        # A redelivered or replayed change meets its own row.
+        await self.session.execute(
+            pg_insert(plan_change_table)
+            .values(
+                subscription_id=subscription_id,
+                effective_time=effective_time,
+                previous_package_version_id=previous_id,
+                package_version_id=version_id,
+            )
+            .on_conflict_do_nothing(index_elements=["subscription_id", "effective_time"])
+        )
+
+    async def plan_changes(
+        self, subscription_id: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, str, str]]:
+        """(effective time, previous version, new version) inside (start, end), oldest first."""
+        t = plan_change_table
+        rows = await self.session.execute(
+            select(t.c.effective_time, t.c.previous_package_version_id, t.c.package_version_id)
+            .where(
+                t.c.subscription_id == subscription_id,
+                t.c.effective_time > start,
+                t.c.effective_time < end,
+            )
+            .order_by(t.c.effective_time)
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
 
     # ---------------------------------------------------------- profiles
 

@@ -2,8 +2,9 @@
 
 Projections (package_version, subscription) fed by events; billing profiles;
 invoices with their lines (JSONB, frozen at finalization); credit memos;
-credit balances; the per-org invoice number counter. The migration
-``20261124_invoicing_tables`` is a frozen copy of these.
+credit balances; the per-org invoice number counter; immediate plan changes
+(the open period's segments). The migrations ``20261124_invoicing_tables`` and
+``20261124_plan_changes`` are frozen copies of these.
 """
 
 from __future__ import annotations
@@ -147,6 +148,19 @@ credit_balance_table = Table(
     Column("balance_minor", BigInteger, nullable=False),
     Column("update_time", TZ, nullable=False),
     PrimaryKeyConstraint("org_id", "currency_code"),
+)
+
+# Immediate plan changes, one row per change instant: the period_closed event
+# carries a closed period's segments, but PreviewInvoice and RunBilling look at
+# the open period, whose changes only this table remembers.
+plan_change_table = Table(
+    "plan_change",
+    metadata,
+    Column("subscription_id", Text, nullable=False),
+    Column("effective_time", TZ, nullable=False),
+    Column("previous_package_version_id", Text, nullable=False),
+    Column("package_version_id", Text, nullable=False),
+    PrimaryKeyConstraint("subscription_id", "effective_time", name="pk_plan_change"),
 )
 
 invoice_counter_table = Table(

@@ -15,6 +15,7 @@ import random
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,13 @@ import httpx
 import pytest
 
 from gateway.descriptors import http_bindings
-from services.kit import migrations
-from services.kit.devstack import free_port
+from gateway.openapi import openapi_path
 from tests.support.gateway import (
     admin_headers,
-    gateway_client,
-    gateway_settings,
+    gateway_over_services,
     portal_headers,
     service_headers,
 )
-from tests.support.services import service_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -71,36 +69,9 @@ class World:
 async def world(
     database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[World]:
-    for service in ("catalog", "subscriptions", "usage"):
-        await migrations.upgrade_async(service, database_url)
     audit_dir = tmp_path_factory.mktemp("audit")
-    nobody = f"127.0.0.1:{free_port()}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("USAGE_AGGREGATED_INTERVAL_SECONDS", "0.2")
-    try:
-        async with (
-            service_in_process("catalog", database_url, nats_url, outbox_poll_seconds=0.05) as c,
-            service_in_process(
-                "subscriptions", database_url, nats_url, outbox_poll_seconds=0.05
-            ) as s,
-            service_in_process("usage", database_url, nats_url, outbox_poll_seconds=0.05) as u,
-        ):
-            settings = gateway_settings(
-                catalog_addr=f"127.0.0.1:{c.port}",
-                subscriptions_addr=f"127.0.0.1:{s.port}",
-                usage_addr=f"127.0.0.1:{u.port}",
-                invoicing_addr=nobody,
-                payments_addr=nobody,
-                audit_dir=str(audit_dir),
-                grpc_deadline_seconds=3.0,
-                # The fuzz and the isolation sweep send hundreds of requests.
-                rate_limit_per_subject="100000/minute",
-                rate_limit_per_org="100000/minute",
-            )
-            async with gateway_client(settings) as client:
-                yield World(client, audit_dir)
-    finally:
-        mp.undo()
+    async with gateway_over_services(database_url, nats_url, audit_dir=str(audit_dir)) as client:
+        yield World(client, audit_dir)
 
 
 async def test_money_path_through_the_gateway(world: World) -> None:
@@ -248,6 +219,147 @@ async def test_portal_overview(world: World) -> None:
     assert theirs.json()["subscription"] is None
     assert world.ids["subscription_id"] not in theirs.text
     assert (await http.get(f"{PORTAL}/overview")).status_code == 401
+
+
+def _cloudevent(world: World, n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"ce-{world.org_a}-{n}",
+        "source": "//product-api/calls",
+        "type": "api_calls",
+        "subject": world.org_a,
+        # Full precision: truncated to the second it could precede the subscription's start.
+        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        **extra,
+    }
+
+
+async def test_cloudevents_usage_ingestion(world: World) -> None:
+    """CloudEvents JSON through the real usage service: mapped, deduplicated, 400s named."""
+    http = world.client
+    if "subscription_id" not in world.ids:
+        pytest.skip("needs the money path to have run first")
+    service = service_headers()
+    aggregate_url = f"{INTERNAL}/subscriptions/{world.ids['subscription_id']}/aggregates/api_calls"
+    before = await http.get(aggregate_url, headers=service)
+    assert before.status_code == 200, before.text
+    counted = int(before.json()["aggregate"].get("eventCount", "0"))
+
+    batch_headers = {**service, "content-type": "application/cloudevents-batch+json"}
+    single_headers = {**service, "content-type": "application/cloudevents+json"}
+    batch = [
+        _cloudevent(world, 1),
+        _cloudevent(world, 2, data={"value": 1, "properties": {"route": "/v1/things"}}),
+        _cloudevent(world, 1),  # the same id again: counted once
+    ]
+    # Rejected events are not stored, so retrying until the projections caught up is safe.
+    r = await eventually(
+        lambda: http.post(
+            f"{INTERNAL}/usage/events:batchRecord",
+            content=json.dumps(batch),
+            headers=batch_headers,
+        ),
+        lambda r: r.status_code == 200 and "REJECTED" not in r.text,
+    )
+    statuses = [x["status"] for x in r.json()["results"]]
+    assert statuses[:2] == ["USAGE_EVENT_STATUS_ACCEPTED"] * 2, r.text
+    assert statuses[2] == "USAGE_EVENT_STATUS_DUPLICATE", r.text
+    assert [x["idempotencyKey"] for x in r.json()["results"]] == [e["id"] for e in batch]
+
+    # Single event; org from the orgid extension, metric from data.metric.
+    again = _cloudevent(world, 2, type="com.example.usage", data={"metric": "api_calls"})
+    del again["subject"]
+    again["orgid"] = world.org_a
+    r = await http.post(
+        f"{INTERNAL}/usage/events", content=json.dumps(again), headers=single_headers
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["status"] == "USAGE_EVENT_STATUS_DUPLICATE"
+    fresh = _cloudevent(world, 3, subscriptionid=world.ids["subscription_id"])
+    r = await http.post(
+        f"{INTERNAL}/usage/events", content=json.dumps(fresh), headers=single_headers
+    )
+    assert r.json()["result"]["status"] == "USAGE_EVENT_STATUS_ACCEPTED", r.text
+
+    # Three distinct ids sent five times: the aggregate counts three.
+    await eventually(
+        lambda: http.get(aggregate_url, headers=service),
+        lambda r: int(r.json()["aggregate"].get("eventCount", "0")) == counted + 3,
+    )
+
+    # Malformed events: 400 naming the CloudEvents attribute.
+    for url, headers, body, field in (
+        (f"{INTERNAL}/usage/events", single_headers, _cloudevent(world, 9, time="soon"), "time"),
+        (f"{INTERNAL}/usage/events", single_headers, {"specversion": "0.3"}, "specversion"),
+        (
+            f"{INTERNAL}/usage/events",
+            single_headers,
+            _cloudevent(world, 9, data={"value": True}),
+            "data.value",
+        ),
+        (
+            f"{INTERNAL}/usage/events:batchRecord",
+            batch_headers,
+            [_cloudevent(world, 9), {**_cloudevent(world, 10), "id": ""}],
+            "[1].id",
+        ),
+        (
+            f"{INTERNAL}/usage/events:batchRecord",
+            batch_headers,
+            [{k: v for k, v in _cloudevent(world, 9).items() if k != "subject"}],
+            "[0].subject",
+        ),
+    ):
+        r = await http.post(url, content=json.dumps(body), headers=headers)
+        assert r.status_code == 400, (body, r.text)
+        assert [v["field"] for v in r.json()["violations"]] == [field], r.text
+    # One event where a batch is expected (and any other route): 415.
+    wrong = await http.post(
+        f"{INTERNAL}/usage/events:batchRecord",
+        content=json.dumps(_cloudevent(world, 9)),
+        headers=single_headers,
+    )
+    assert wrong.status_code == 415, wrong.text
+    other = await http.post(
+        f"{INTERNAL}/entitlements:check", content=json.dumps({}), headers=single_headers
+    )
+    assert other.status_code == 415, other.text
+
+
+async def test_support_context(world: World) -> None:
+    """Admin and support read one org's whole billing context; absent services are named."""
+    http = world.client
+    if "subscription_id" not in world.ids:
+        pytest.skip("needs the money path to have run first")
+    for role in ("billing_admin", "billing_support"):
+        r = await http.get(f"{ADMIN}/orgs/{world.org_a}/context", headers=admin_headers(role=role))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["orgId"] == world.org_a
+        assert world.ids["subscription_id"] in [s["subscriptionId"] for s in body["subscriptions"]]
+        assert body["currentSubscription"]["subscriptionId"] == world.ids["subscription_id"]
+        assert {a["metricCode"] for a in body["usage"]} >= {"api_calls"}
+        # Invoicing and payments do not run here: null, and named with their status.
+        assert body["invoices"] is None and body["creditBalance"] is None
+        assert body["paymentMethods"] is None
+        assert [(p["part"], p["status"]) for p in body["unavailable"]] == [
+            ("creditBalance", 503),
+            ("invoices", 503),
+            ("paymentMethods", 503),
+        ]
+
+    other = await http.get(f"{ADMIN}/orgs/{world.org_b}/context", headers=admin_headers())
+    assert other.status_code == 200, other.text
+    assert other.json()["subscriptions"] == [] and other.json()["currentSubscription"] is None
+    assert other.json()["usage"] is None
+    assert world.ids["subscription_id"] not in other.text
+    odd = await http.get(f"{ADMIN}/orgs/a%3Fb%23c/context", headers=admin_headers())
+    assert odd.status_code == 200, odd.text
+    assert odd.json()["orgId"] == "a?b#c"
+
+    path = f"{ADMIN}/orgs/{world.org_a}/context"
+    assert (await http.get(path, headers=portal_headers(world.org_a))).status_code == 403
+    assert (await http.get(path)).status_code == 401
 
 
 async def test_errors_are_problem_documents(world: World) -> None:
@@ -424,14 +536,12 @@ async def test_openapi_lists_the_routes(world: World) -> None:
     doc = (await world.client.get("/openapi.json")).json()
     paths = doc["paths"]
     assert "/portal/billing/v1/subscriptions" in paths
-    assert "/super-admin/billing/v1/metrics/{metric.metric_id}" in paths
+    assert {"get", "patch"} <= set(paths["/super-admin/billing/v1/metrics/{metric_id}"])
     assert "/internal/billing/v1/entitlements:check" in paths
     assert "/super-admin/billing/v1/audit" in paths
     assert "/webhooks/stripe" in paths
     assert "/portal/billing/v1/overview" in paths
-    expected: set[tuple[str, str]] = {
-        (re.sub(r"\{([^}=]+)(?:=[^}]*)?\}", r"{\1}", b.path), b.verb) for b in http_bindings()
-    }
+    expected: set[tuple[str, str]] = {(openapi_path(b.path), b.verb) for b in http_bindings()}
     listed = {(p, verb) for p, ops in paths.items() for verb in ops}
     assert expected <= listed
 

@@ -82,12 +82,39 @@ PRO = version("pro", base_fee="31")  # in advance, an upgrade from basic
 ARREARS = version("arrears", base_fee="30", in_advance=False)
 SMALL = version("small", base_fee="12", in_advance=False)  # a downgrade from arrears
 TRIALED = version("trialed", base_fee="10", trial_days=14)
+# Usage only (no base fee): the models METERED does not cover.
+TIERED_FEES = version(
+    "tiered-fees",
+    base_fee="0",
+    in_advance=False,
+    charges=[
+        charge(
+            "volume_processed",
+            graduated_percentage=cat.GraduatedPercentageProperties(
+                tiers=[
+                    cat.PercentageTier(up_to="1000", rate="2", flat_amount="0.5"),
+                    cat.PercentageTier(rate="1", flat_amount="1"),
+                ]
+            ),
+        ),
+        charge(
+            "seats",
+            standard=cat.StandardProperties(unit_amount="2"),
+            minimum_amount="25",
+        ),
+        charge(
+            "idle_seats",
+            standard=cat.StandardProperties(unit_amount="2"),
+            minimum_amount="25",
+        ),
+    ],
+)
 
 
 @pytest.fixture(scope="module")
 async def h(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
     async with running_invoicing(database_url, nats_url) as harness:
-        for v in (METERED, BASIC, PRO, ARREARS, SMALL, TRIALED):
+        for v in (METERED, BASIC, PRO, ARREARS, SMALL, TRIALED, TIERED_FEES):
             await harness.publish_version(v)
         yield harness
 
@@ -128,6 +155,34 @@ async def test_usage_of_every_model_base_fee_in_arrears_and_tax(h: Harness) -> N
     )
     assert html.document.content_type.startswith("text/html")
     assert inv.number.encode() in html.document.data and b"193.43 USD" in html.document.data
+
+
+async def test_graduated_percentage_and_minimum_commitment(h: Harness) -> None:
+    org, sub = new_id("org"), new_id("sub")
+    # graduated_percentage over the events' total 600 + 700.55 = 1300.55:
+    # 1000 x 2 % + 0.50 = 20.50, then 300.55 x 1 % + 1.00 = 4.0055; the line is
+    # 24.5055, rounded once -> 24.51 (not 20.50 + 4.01 tier by tier).
+    h.usage.set_events(sub, "volume_processed", NOV, ["600", "700.55"])
+    # Minimum commitment 25.00: 7 seats x 2 = 14.00 plus an 11.00 true-up; no
+    # usage at all still pays the minimum.
+    h.usage.set(sub, "seats", NOV, "7")
+    await h.publish(
+        period_closed(org, sub, NOV, DEC, [(TIERED_FEES, ACTIVE, NOV, DEC)], next_end=JAN), sub
+    )
+    (inv,) = await h.wait_invoices(sub, 1)
+    assert amounts(inv) == [
+        ("INVOICE_LINE_KIND_USAGE", 2451),
+        ("INVOICE_LINE_KIND_USAGE", 2500),
+        ("INVOICE_LINE_KIND_USAGE", 2500),
+    ]  # no tax rate, no TAX line
+    pct, seats, idle = inv.lines[0], inv.lines[1], inv.lines[2]
+    assert pct.quantity == "1300.55"
+    assert pct.unrounded_amount == "24.5055"
+    assert [(s.tier, s.amount) for s in pct.details] == [(1, "20.5"), (2, "4.0055")]
+    assert seats.quantity == "7" and any("minimum" in s.description for s in seats.details)
+    assert idle.quantity == "0" and any("minimum" in s.description for s in idle.details)
+    assert inv.subtotal.amount_minor == inv.total.amount_minor == 2451 + 2500 + 2500
+    assert inv.state == pb.INVOICE_STATE_FINALIZED
 
 
 async def test_in_advance_trial_upgrade_and_redelivery(h: Harness) -> None:
@@ -497,3 +552,104 @@ async def test_cancel_now_credits_the_unused_advance(h: Harness) -> None:
     assert final.total.amount_minor == 0 and final.state == pb.INVOICE_STATE_PAID
     balance = await h.stub.GetCreditBalance(api.GetCreditBalanceRequest(org_id=org), timeout=5)
     assert balance.credit_balance.balance.amount_minor == 677
+
+
+def _lines(inv: pb.Invoice) -> list[tuple[str, int, str, int]]:
+    """What a preview and a close must agree on: kind, amount, version, seconds."""
+    return [
+        (
+            pb.InvoiceLineKind.Name(li.kind),
+            li.amount.amount_minor,
+            li.package_version_id,
+            li.proration.seconds_used,
+        )
+        for li in inv.lines
+    ]
+
+
+async def _preview(h: Harness, org: str, sub: str) -> pb.Invoice:
+    try:
+        reply = await h.stub.PreviewInvoice(
+            api.PreviewInvoiceRequest(org_id=org, subscription_id=sub), timeout=5
+        )
+    except grpc.aio.AioRpcError as exc:
+        # The projection has not applied subscription.changed yet.
+        assert exc.code() == grpc.StatusCode.NOT_FOUND
+        return pb.Invoice()
+    return reply.invoice
+
+
+async def test_preview_reflects_a_plan_change_now_and_the_close_matches_it(h: Harness) -> None:
+    at = datetime(2026, 12, 11, tzinfo=UTC)
+    day = 86_400
+    # Arrears: small (12) -> arrears (30) on Dec 11 invoices nothing at once;
+    # the preview already shows the two prorated segments December's close
+    # will bill: 12 x 10/31 = 3.870... -> 3.87 and 30 x 21/31 = 20.322... -> 20.32.
+    org, sub = new_id("org"), new_id("sub")
+    h.usage.set(sub, "api_calls", DEC, "5")  # not a charge of these versions: ignored
+    await h.publish(
+        period_closed(org, sub, NOV, DEC, [(SMALL, ACTIVE, NOV, DEC)], next_end=JAN), sub
+    )
+    await h.wait_invoices(sub, 1)
+    await h.publish(_changed(org, sub, SMALL, ARREARS, at), sub)
+    wanted = [
+        ("INVOICE_LINE_KIND_BASE_FEE", 387, SMALL.package_version_id, 10 * day),
+        ("INVOICE_LINE_KIND_BASE_FEE", 2032, ARREARS.package_version_id, 21 * day),
+    ]
+
+    async def previewed() -> bool:
+        return _lines(await _preview(h, org, sub)) == wanted
+
+    await wait_for(previewed)
+    preview = await _preview(h, org, sub)
+    assert preview.total.amount_minor == 2419 and not preview.invoice_id
+    await h.publish(
+        period_closed(
+            org,
+            sub,
+            DEC,
+            JAN,
+            [(SMALL, ACTIVE, DEC, at), (ARREARS, ACTIVE, at, JAN)],
+            next_end=FEB,
+            next_version=ARREARS,
+        ),
+        sub,
+    )
+    closed = (await h.wait_invoices(sub, 2))[1]
+    assert _lines(closed) == wanted
+    assert closed.total.amount_minor == preview.total.amount_minor
+
+    # In advance: basic (10) -> pro (31) on Dec 11 billed both parts at once
+    # (-6.77 + 21.00); what remains for the close is January's pro fee only.
+    # (One version over the whole period would have shown -10.00 for basic's
+    # "unused" 31 days and +10.00 for pro's "missing" 10.)
+    org, sub = new_id("org"), new_id("sub")
+    await h.publish(
+        period_closed(org, sub, NOV, DEC, [(BASIC, ACTIVE, NOV, DEC)], next_end=JAN), sub
+    )
+    await h.wait_invoices(sub, 1)
+    await h.publish(_changed(org, sub, BASIC, PRO, at), sub)
+    await h.wait_invoices(sub, 2)
+    # A whole period's fee is not prorated: no proration seconds on the line.
+    wanted = [("INVOICE_LINE_KIND_BASE_FEE", 3100, PRO.package_version_id, 0)]
+
+    async def previewed_pro() -> bool:
+        return _lines(await _preview(h, org, sub)) == wanted
+
+    await wait_for(previewed_pro)
+    await h.publish(
+        period_closed(
+            org,
+            sub,
+            DEC,
+            JAN,
+            [(BASIC, ACTIVE, DEC, at), (PRO, ACTIVE, at, JAN)],
+            next_end=FEB,
+            next_version=PRO,
+        ),
+        sub,
+    )
+    closed = [
+        i for i in await h.wait_invoices(sub, 3) if i.reason == pb.INVOICE_REASON_PERIOD_CLOSE
+    ][-1]
+    assert _lines(closed) == wanted and closed.total.amount_minor == 3100

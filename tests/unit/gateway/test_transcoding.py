@@ -236,3 +236,21 @@ def test_internal_errors_do_not_leak_text() -> None:
     problem = problems.from_rpc_error(_FakeError(grpc.StatusCode.INTERNAL, "secret sql", []))
     assert problem.status == 500
     assert "secret" not in problem.detail
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"event": {"orgId": "o", "metricCode": "a\u0000b"}}, "event.metric_code"),
+        ({"event": {"properties": {"k": "v\u0000"}}}, "event.properties.k"),
+        ({"event": {"properties": {"k\u0000": "v"}}}, "event.properties"),
+        ({"requestId": "\u0000"}, "request_id"),
+    ],
+)
+def test_nul_in_any_string_is_a_400(body: dict[str, object], field: str) -> None:
+    # Found by schemathesis: PostgreSQL text cannot hold U+0000, the service failed with a 500.
+    route, values = route_of("POST", "/internal/billing/v1/usage/events")
+    with pytest.raises(problems.Problem) as err:
+        build_request(route, values, [], body)
+    assert err.value.status == 400
+    assert [v.field for v in err.value.violations] == [field]

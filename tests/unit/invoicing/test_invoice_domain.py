@@ -159,3 +159,25 @@ def test_state_machine_and_credit_rules() -> None:
     with pytest.raises(FailedPrecondition) as err:
         draft.plan_credit([("", 1)], {}, None)
     assert err.value.reason == "INVOICE_NOT_CREDITABLE"
+
+
+def test_open_period_segments_follow_plan_changes_and_the_trial() -> None:
+    a, b, c = datetime(2026, 11, 5, tzinfo=UTC), datetime(2026, 11, 11, tzinfo=UTC), NOV
+    S, K = d.Segment, d.SegmentKind
+    # No change: one version over the period.
+    assert d.open_period_segments(NOV, DEC, "v1", [], None) == (S("v1", K.ACTIVE, NOV, DEC),)
+    # Two changes v1 -> v2 -> v3; a change outside the period is ignored.
+    changes = [(c, "v0", "v1"), (a, "v1", "v2"), (b, "v2", "v3")]
+    assert d.open_period_segments(NOV, DEC, "v3", changes, None) == (
+        S("v1", K.ACTIVE, NOV, a),
+        S("v2", K.ACTIVE, a, b),
+        S("v3", K.ACTIVE, b, DEC),
+    )
+    # The trial ends on Nov 8: v1 is all trial, v2 is cut, v3 is active.
+    trial_end = datetime(2026, 11, 8, tzinfo=UTC)
+    assert d.open_period_segments(NOV, DEC, "v3", changes, trial_end) == (
+        S("v1", K.TRIAL, NOV, a),
+        S("v2", K.TRIAL, a, trial_end),
+        S("v2", K.ACTIVE, trial_end, b),
+        S("v3", K.ACTIVE, b, DEC),
+    )
