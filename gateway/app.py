@@ -175,7 +175,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         try:
             if not flags["admin"]:
                 raise problems.not_found()
-            principal, _ = authorizer.authorize("admin", "GET", request.headers)
+            principal, _ = await authorizer.authorize("admin", "GET", request.headers)
             await limits.hit(principal.subject)
             params = request.query_params
             try:
@@ -236,7 +236,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             if matched is None:
                 raise problems.not_found(f"no route for {method} {path}")
             route, path_values = matched
-            principal = authorizer.authenticate(group, request.headers)
+            principal = await authorizer.authenticate(group, request.headers)
             # What the caller tried to act as, so a refused attempt is audited too.
             role = ",".join(sorted(principal.roles)) or principal.service or "none"
             role = authorizer.permit(group, method, principal)
@@ -346,7 +346,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         try:
             if not flags["portal"]:
                 raise problems.not_found()
-            principal = authorizer.authenticate("portal", request.headers)
+            principal = await authorizer.authenticate("portal", request.headers)
             authorizer.permit("portal", "GET", principal)
             await limits.hit(principal.subject, principal.org_id)
             call = route_caller(principal, rid, portal=True)
@@ -360,7 +360,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         try:
             if not flags["admin"]:
                 raise problems.not_found()
-            principal = authorizer.authenticate("admin", request.headers)
+            principal = await authorizer.authenticate("admin", request.headers)
             # GET: billing_admin and billing_support both read it.
             authorizer.permit("admin", "GET", principal)
             await limits.hit(principal.subject)

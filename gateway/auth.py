@@ -2,15 +2,17 @@
 
 Tokens are JWTs verified with PyJWT. The algorithm is never taken on trust:
 HS256 is only ever checked against the shared secret, RS256/ES256 only against
-a key from the JWKS file whose type matches, and ``alg: none`` is in no list,
-so neither "none" nor algorithm confusion (an RSA public key used as an HMAC
-secret) can pass.
+a key from the JWKS file or URL whose type matches, and ``alg: none`` is in no
+list, so neither "none" nor algorithm confusion (an RSA public key used as an
+HMAC secret) can pass.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,16 @@ import jwt
 from starlette.datastructures import Headers
 
 from gateway.problems import Problem
-from services.kit.settings import GatewaySettings
+from services.kit.errors import StartupError
+from services.kit.settings import DEV_HS256_SECRET, GatewaySettings
+
+log = logging.getLogger("gateway.auth")
 
 BILLING_PERMISSION = "organization:billing"
 ADMIN_ROLE = "billing_admin"
 SUPPORT_ROLE = "billing_support"
-_ASYMMETRIC = ("RS256", "ES256")
+# The only asymmetric algorithms accepted, each with the one key type it may use.
+_ASYMMETRIC = {"RS256": "RSA", "ES256": "EC"}
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,8 @@ class Principal:
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def unauthenticated(detail: str) -> Problem:
-    return Problem(
-        401, detail, "UNAUTHENTICATED", headers={"WWW-Authenticate": 'Bearer realm="tally"'}
-    )
+def unauthenticated(detail: str, reason: str = "UNAUTHENTICATED") -> Problem:
+    return Problem(401, detail, reason, headers={"WWW-Authenticate": 'Bearer realm="tally"'})
 
 
 def forbidden(detail: str) -> Problem:
@@ -55,29 +59,86 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_seconds
         self._jwks: jwt.PyJWKSet | None = None
+        self._jwks_client: jwt.PyJWKClient | None = None
+        if settings.profile == "production":
+            _check_production(settings)
         if settings.jwt_jwks_file:
             data = json.loads(Path(settings.jwt_jwks_file).read_text())
             self._jwks = jwt.PyJWKSet.from_dict(data)
+        if settings.jwt_jwks_url:
+            # PyJWKClient caches the whole set for `lifespan` seconds and refetches
+            # on an unknown kid at most once per cooldown, so a flood of bogus
+            # kids cannot turn into a flood of fetches.
+            self._jwks_client = jwt.PyJWKClient(
+                settings.jwt_jwks_url,
+                cache_jwk_set=True,
+                lifespan=settings.jwt_jwks_cache_seconds,
+                timeout=settings.jwt_jwks_timeout_seconds,
+            )
 
-    def _key_for(self, token: str) -> tuple[Any, str]:
+    @staticmethod
+    def _header(token: str) -> dict[str, Any]:
         try:
-            header = jwt.get_unverified_header(token)
+            header: dict[str, Any] = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise unauthenticated(f"malformed token: {exc}") from None
+        return header
+
+    def _local_key(self, header: dict[str, Any]) -> tuple[Any, str] | None:
+        """The key from the secret or the JWKS file, None when the URL must decide."""
         alg = header.get("alg")
         if alg == "HS256" and self._secret:
             return self._secret, "HS256"
         if alg in _ASYMMETRIC and self._jwks is not None:
             kid = header.get("kid")
             for key in self._jwks.keys:
-                # The key's own type decides its algorithm, not the token header.
-                if (kid is None or key.key_id == kid) and key.algorithm_name == alg:
+                if (kid is None or key.key_id == kid) and _fits(key, alg):
                     return key.key, alg
-            raise unauthenticated("no key in the key set matches the token")
+            if self._jwks_client is None:
+                raise unauthenticated("no key in the key set matches the token")
+        if alg in _ASYMMETRIC and self._jwks_client is not None:
+            return None
         raise unauthenticated(f"token algorithm {alg!r} is not accepted")
 
+    def _url_key(self, header: dict[str, Any]) -> tuple[Any, str]:
+        """Blocking (may fetch the key set): call it from a worker thread."""
+        assert self._jwks_client is not None
+        alg = str(header.get("alg"))
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise unauthenticated("the token names no key (kid)")
+        try:
+            key = self._jwks_client.get_signing_key(kid)
+        except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, OSError, ValueError) as exc:
+            # The key set server is down or sent garbage: this request cannot be
+            # verified, which is the caller's 401, not the gateway's 500.
+            log.warning("JWKS %s unavailable: %s", self._jwks_client.uri, exc)
+            raise unauthenticated(
+                "the key set (JWKS) is unavailable; try again later", "KEY_SET_UNAVAILABLE"
+            ) from None
+        except jwt.PyJWKClientError:
+            raise unauthenticated("no key in the key set matches the token") from None
+        if not _fits(key, alg):
+            raise unauthenticated("no key in the key set matches the token")
+        return key.key, alg
+
     def verify(self, token: str) -> Principal:
-        key, algorithm = self._key_for(token)
+        """Synchronous verification; a JWKS URL fetch, if needed, blocks the caller."""
+        header = self._header(token)
+        found = self._local_key(header)
+        key, algorithm = found if found is not None else self._url_key(header)
+        return self._decode(token, key, algorithm)
+
+    async def verify_async(self, token: str) -> Principal:
+        """For the event loop: the JWKS URL fetch runs in a worker thread."""
+        header = self._header(token)
+        found = self._local_key(header)
+        if found is None:
+            found = await asyncio.to_thread(self._url_key, header)
+        key, algorithm = found
+        return self._decode(token, key, algorithm)
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> Principal:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -102,6 +163,26 @@ class TokenVerifier:
         )
 
 
+def _fits(key: jwt.PyJWK, alg: str) -> bool:
+    # The key's own type decides its algorithm, not the token header: an RSA key
+    # only ever verifies RS256, a P-256 key only ES256.
+    return key.algorithm_name == alg and key.key_type == _ASYMMETRIC.get(alg)
+
+
+def _check_production(settings: GatewaySettings) -> None:
+    """Refuse a production start that could verify no token, or only with the public dev secret."""
+    if settings.jwt_hs256_secret == DEV_HS256_SECRET:
+        raise StartupError(
+            "TALLY_PROFILE=production must not use the built-in dev JWT secret; "
+            "set GATEWAY_JWT_HS256_SECRET to your own or use a JWKS file or URL"
+        )
+    if not (settings.jwt_hs256_secret or settings.jwt_jwks_file or settings.jwt_jwks_url):
+        raise StartupError(
+            "TALLY_PROFILE=production needs GATEWAY_JWT_HS256_SECRET, GATEWAY_JWT_JWKS_FILE "
+            "or GATEWAY_JWT_JWKS_URL: without one no token can be verified"
+        )
+
+
 def _strings(value: Any) -> list[str]:
     if isinstance(value, str):
         return value.split()  # OAuth-style space-separated scopes
@@ -117,14 +198,14 @@ class Authorizer:
         self._verifier = verifier or TokenVerifier(settings)
         self._api_key = settings.internal_api_key
 
-    def _bearer(self, headers: Headers) -> Principal:
+    async def _bearer(self, headers: Headers) -> Principal:
         value = headers.get("authorization", "")
         scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthenticated("a bearer token is required")
-        return self._verifier.verify(token.strip())
+        return await self._verifier.verify_async(token.strip())
 
-    def authenticate(self, group: str, headers: Headers) -> Principal:
+    async def authenticate(self, group: str, headers: Headers) -> Principal:
         """Who is calling: 401 when the credentials are missing or invalid."""
         if group == "internal":
             key = headers.get("x-api-key")
@@ -132,7 +213,7 @@ class Authorizer:
                 if self._api_key and hmac.compare_digest(key.encode(), self._api_key.encode()):
                     return Principal(subject="api-key", service="api-key", via="api-key")
                 raise unauthenticated("invalid API key")
-        return self._bearer(headers)
+        return await self._bearer(headers)
 
     def permit(self, group: str, http_method: str, principal: Principal) -> str:
         """The role the caller acts in on this group; 403 when it has none."""
@@ -156,8 +237,10 @@ class Authorizer:
             return "service"
         raise forbidden("unknown route group")
 
-    def authorize(self, group: str, http_method: str, headers: Headers) -> tuple[Principal, str]:
-        principal = self.authenticate(group, headers)
+    async def authorize(
+        self, group: str, http_method: str, headers: Headers
+    ) -> tuple[Principal, str]:
+        principal = await self.authenticate(group, headers)
         return principal, self.permit(group, http_method, principal)
 
 

@@ -8,9 +8,9 @@ from one environment with prefixed overrides.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -29,6 +29,10 @@ DEFAULT_GRPC_PORTS: dict[str, int] = {
     "payments": 50055,
 }
 DEFAULT_GATEWAY_PORT = 8080
+# The gateway's HS256 secret when none is set, for `make run` only; never used
+# in the production profile.
+DEV_HS256_SECRET = "tally-dev-secret-do-not-use-in-production"
+GATEWAY_FLAGS = ("portal_billing_enabled", "admin_billing_enabled", "internal_billing_enabled")
 
 
 def asyncpg_url(url: str) -> str:
@@ -141,10 +145,18 @@ class GatewaySettings(CommonSettings):
     portal_billing_enabled: bool = True
     admin_billing_enabled: bool = True
     internal_billing_enabled: bool = True
-    # JWT: HS256 with a shared secret for dev, RS256/ES256 from a JWKS file in
-    # production. The default secret is for `make run` only; production sets its own.
-    jwt_hs256_secret: str | None = "tally-dev-secret-do-not-use-in-production"
+    # `dev` (make run, tally dev up) or `production`. Read from TALLY_PROFILE only:
+    # an alias is not prefixed, so GATEWAY_TALLY_PROFILE is not a second spelling.
+    profile: Literal["dev", "production"] = Field(default="dev", validation_alias="tally_profile")
+    # JWT: HS256 with a shared secret for dev, RS256/ES256 from a JWKS file or URL
+    # in production. The default secret is for `make run` only; the production
+    # profile drops it (see _production_defaults).
+    jwt_hs256_secret: str | None = DEV_HS256_SECRET
     jwt_jwks_file: str | None = None
+    # Fetched with PyJWKClient, cached this long; a fetch waits at most the timeout.
+    jwt_jwks_url: str | None = None
+    jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    jwt_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
     jwt_audience: str = "tally-billing"
     jwt_issuer: str = "tally-dev"
     jwt_leeway_seconds: float = Field(default=30.0, ge=0)
@@ -159,6 +171,19 @@ class GatewaySettings(CommonSettings):
     audit_memory_entries: int = Field(default=10_000, ge=1)
     # Where Stripe webhooks are forwarded (the payments service's HTTP port).
     payments_webhook_url: str | None = None
+
+    @model_validator(mode="after")
+    def _production_defaults(self) -> GatewaySettings:
+        # Production must opt in to each route group and to a secret: defaults
+        # that suit `make run` would otherwise ship open groups and a public secret.
+        # model_fields_set holds what init or the environment gave explicitly.
+        if self.profile == "production":
+            for name in GATEWAY_FLAGS:
+                if name not in self.model_fields_set:
+                    setattr(self, name, False)
+            if "jwt_hs256_secret" not in self.model_fields_set:
+                self.jwt_hs256_secret = None
+        return self
 
     def service_addresses(self) -> dict[str, str]:
         return {name: getattr(self, f"{name}_addr") for name in SERVICE_NAMES}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import inspect
 import json
 import time
 from pathlib import Path
@@ -24,7 +26,9 @@ def verifier(**overrides: object) -> TokenVerifier:
 
 def status_of(fn: object) -> int:
     try:
-        fn()  # type: ignore[operator]
+        result = fn()  # type: ignore[operator]
+        if inspect.iscoroutine(result):  # Authorizer.authorize is async
+            asyncio.run(result)
     except Problem as problem:
         return problem.status
     return 200
