@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from tally.api.v1 import options_pb2
 
 from gateway import problems
 from gateway.descriptors import HttpBinding
@@ -281,7 +282,56 @@ def build_request(
     except json_format.ParseError as exc:
         raise problems.from_parse_error(exc) from None
     _refuse_nul(message, "")
+    if route.group == "portal":
+        _refuse_staff_only(message)
     return message
+
+
+def is_staff_only(field: FieldDescriptor) -> bool:
+    """Whether the field carries ``[(tally.api.v1.staff_only) = true]``."""
+    # protoc's .pyi types the extension as a plain FieldDescriptor.
+    return bool(field.GetOptions().Extensions[options_pb2.staff_only])  # type: ignore[index]
+
+
+def staff_only_fields_in(message: Message) -> list[str]:
+    """Dotted proto paths of every set staff-only field, at any depth.
+
+    "Set" is what ``ListFields`` reports: a field with presence that is
+    present (``optional``, messages), or a scalar holding a non-default value.
+    """
+    found: list[str] = []
+
+    def walk(msg: Message, prefix: str) -> None:
+        for field, value in msg.ListFields():
+            path = f"{prefix}{field.name}"
+            if is_staff_only(field):
+                found.append(path)
+                continue
+            if field.message_type is None:
+                continue
+            if field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                if value_field.message_type is not None:
+                    for key, item in value.items():
+                        walk(item, f"{path}.{key}.")
+            else:
+                for child in value if field.is_repeated else [value]:
+                    walk(child, path + ".")
+
+    walk(message, "")
+    return found
+
+
+def _refuse_staff_only(message: Message) -> None:
+    """403 when a portal request sets a field only staff may set; never ignored."""
+    fields = staff_only_fields_in(message)
+    if fields:
+        raise problems.Problem(
+            403,
+            f"only staff may set {', '.join(fields)}; not allowed on portal routes",
+            "STAFF_ONLY_FIELD",
+            [problems.Violation(f, "only staff may set this field") for f in fields],
+        )
 
 
 def _refuse_nul(message: Message, prefix: str) -> None:

@@ -15,6 +15,7 @@ import pkgutil
 import re
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 import tally
@@ -297,3 +298,104 @@ def test_kit_probe_event_shape() -> None:
         "note": FieldDescriptor.TYPE_STRING,
         "sequence": FieldDescriptor.TYPE_INT64,
     }
+
+
+def _source_comments(tmp_dir: str) -> dict[str, str]:
+    """Full field name -> its leading and trailing comments, from protoc's source info.
+
+    The generated modules keep no comments, so the protos are compiled once
+    more, in process, into a descriptor set with ``--include_source_info``.
+    """
+    from pathlib import Path
+
+    import grpc_tools
+    from google.protobuf import descriptor_pb2
+    from grpc_tools import protoc
+
+    root = Path(__file__).resolve().parents[2]
+    protos = root / "protos"
+    wkt = Path(next(iter(grpc_tools.__path__))) / "_proto"
+    out = Path(tmp_dir) / "protos.binpb"
+    files = sorted(p.relative_to(protos).as_posix() for p in protos.rglob("*.proto"))
+    status = protoc.main(
+        [
+            "protoc",
+            f"--proto_path={protos}",
+            f"--proto_path={root / 'gen' / 'protodeps'}",
+            f"--proto_path={wkt}",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            *files,
+        ]
+    )
+    assert status == 0, "protoc failed on protos/"
+    comments: dict[str, str] = {}
+    for file in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file:
+        located = {
+            tuple(loc.path): loc.leading_comments + loc.trailing_comments
+            for loc in file.source_code_info.location
+        }
+
+        for i, message in enumerate(file.message_type):
+            _visit_comments(message, file.package, (4, i), located, comments)
+    return comments
+
+
+def _visit_comments(
+    message: Any,
+    scope: str,
+    path: tuple[int, ...],
+    located: dict[tuple[int, ...], str],
+    comments: dict[str, str],
+) -> None:
+    """Record the comments of a DescriptorProto's fields, nested messages included."""
+    name = f"{scope}.{message.name}"
+    for i, field in enumerate(message.field):
+        comments[f"{name}.{field.name}"] = located.get((*path, 2, i), "")
+    for i, nested in enumerate(message.nested_type):
+        _visit_comments(nested, name, (*path, 3, i), located, comments)
+
+
+def _portal_request_fields() -> Iterator[FieldDescriptor]:
+    """Every field of every request bound to a portal route, nested messages included."""
+    seen: set[str] = set()
+
+    def walk(message: Descriptor) -> Iterator[FieldDescriptor]:
+        if message.full_name in seen or message.full_name.startswith("google."):
+            return
+        seen.add(message.full_name)
+        for field in message.fields:
+            yield field
+            if field.message_type is not None:
+                yield from walk(field.message_type)
+
+    for method in METHODS:
+        if any(_verb_and_path(r)[1].startswith("/portal/") for r in _rules(method)):
+            yield from walk(method.input_type)
+
+
+def test_fields_documented_staff_only_are_marked_staff_only(tmp_path: object) -> None:
+    """A portal-bound request field documented "staff only" carries the option.
+
+    Except ``org_id``: its "empty for all (staff only)" is about the empty
+    value, which the gateway's tenant isolation already rules out (it always
+    sets the token's org on portal routes); marking it would refuse the org's
+    own id.
+    """
+    from tally.api.v1 import options_pb2 as api_options
+
+    comments = _source_comments(str(tmp_path))
+    documented: list[str] = []
+    for field in _portal_request_fields():
+        text = " ".join(comments.get(field.full_name, "").split())
+        marked = field.GetOptions().Extensions[api_options.staff_only]
+        if re.search(r"staff[ -]only", text, re.IGNORECASE) and field.name != "org_id":
+            documented.append(field.full_name)
+            assert marked, f"{field.full_name} is documented staff only but not marked"
+        if marked:
+            assert re.search(r"staff[ -]only", text, re.IGNORECASE), (
+                f"{field.full_name} is marked staff_only; say so in its comment"
+            )
+    # The fields that started it all (a customer giving itself a free trial).
+    for name in ("trial_days", "start_time", "allow_multiple"):
+        assert f"tally.subscriptions.v1.CreateSubscriptionRequest.{name}" in documented

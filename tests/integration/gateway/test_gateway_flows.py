@@ -199,6 +199,45 @@ async def test_money_path_through_the_gateway(world: World) -> None:
     assert stream.headers["content-type"].startswith("application/problem+json")
 
 
+async def test_portal_cannot_set_staff_only_fields(world: World) -> None:
+    """A customer cannot give itself a trial, backdate or double-subscribe; staff can."""
+    http = world.client
+    if "package_id" not in world.ids:
+        pytest.skip("needs the money path to have run first")
+    org_c = f"org_c_{uuid.uuid4().hex[:6]}"
+    portal_c = portal_headers(org_c)
+    package_id = world.ids["package_id"]
+    for extra, field in (
+        ({"trialDays": 30}, "trial_days"),
+        ({"startTime": "2020-01-01T00:00:00Z"}, "start_time"),
+        ({"allowMultiple": True}, "allow_multiple"),
+    ):
+        r = await http.post(
+            f"{PORTAL}/subscriptions",
+            json={"packageId": package_id, "requestId": f"staff-{field}-{org_c}", **extra},
+            headers=portal_c,
+        )
+        assert r.status_code == 403, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["reason"] == "STAFF_ONLY_FIELD"
+        assert [v["field"] for v in r.json()["violations"]] == [field]
+
+    # Nothing was created for the org.
+    admin = admin_headers()
+    listed = await http.get(f"{ADMIN}/orgs/{org_c}/subscriptions", headers=admin)
+    assert listed.status_code == 200, listed.text
+    assert listed.json().get("subscriptions", []) == []
+
+    # The admin route of the same RPC takes the field.
+    staff = await http.post(
+        f"{ADMIN}/orgs/{org_c}/subscriptions",
+        json={"packageId": package_id, "trialDays": 14, "requestId": f"staff-ok-{org_c}"},
+        headers=admin,
+    )
+    assert staff.status_code == 200, staff.text
+    assert staff.json()["subscription"]["state"] == "SUBSCRIPTION_STATE_TRIALING"
+
+
 async def test_portal_overview(world: World) -> None:
     http = world.client
     if "subscription_id" not in world.ids:
