@@ -35,10 +35,6 @@ R = TypeVar("R", bound=Message)
 _METRIC_MASK_ALIASES = {"rounding.function": "rounding", "rounding.precision": "rounding"}
 
 
-def _required(value: str, field: str, v: Violations) -> None:
-    v.check(bool(value), field, "is required")
-
-
 def _mask_fields(
     mask: FieldMask,
     allowed: frozenset[str],
@@ -93,7 +89,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.GetMetricRequest, context: grpc.aio.ServicerContext
     ) -> api.GetMetricResponse:
         v = Violations()
-        _required(request.metric_id, "metric_id", v)
+        v.require(request.metric_id, "metric_id")
         v.raise_if_any()
         async with self.uow() as uow:
             metric = await mh.get_metric(uow, request.metric_id)
@@ -118,7 +114,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.UpdateMetricRequest, context: grpc.aio.ServicerContext
     ) -> api.UpdateMetricResponse:
         v = Violations()
-        _required(request.metric.metric_id, "metric.metric_id", v)
+        v.require(request.metric.metric_id, "metric.metric_id")
         fields = _mask_fields(
             request.update_mask, metric_rules.MUTABLE_FIELDS, v, _METRIC_MASK_ALIASES
         )
@@ -139,7 +135,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.ArchiveMetricRequest, context: grpc.aio.ServicerContext
     ) -> api.ArchiveMetricResponse:
         v = Violations()
-        _required(request.metric_id, "metric_id", v)
+        v.require(request.metric_id, "metric_id")
         v.raise_if_any()
         cmd = mh.ArchiveMetric(request.metric_id)
 
@@ -166,7 +162,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.UpdatePackageRequest, context: grpc.aio.ServicerContext
     ) -> api.UpdatePackageResponse:
         v = Violations()
-        _required(request.package_id, "package_id", v)
+        v.require(request.package_id, "package_id")
         fields = _mask_fields(request.update_mask, draft_rules.MUTABLE_FIELDS, v)
         v.raise_if_any()
         cmd = ph.UpdatePackage(
@@ -185,7 +181,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.PublishPackageRequest, context: grpc.aio.ServicerContext
     ) -> api.PublishPackageResponse:
         v = Violations()
-        _required(request.package_id, "package_id", v)
+        v.require(request.package_id, "package_id")
         v.raise_if_any()
         cmd = ph.PublishPackage(request.package_id)
 
@@ -202,7 +198,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.ArchivePackageRequest, context: grpc.aio.ServicerContext
     ) -> api.ArchivePackageResponse:
         v = Violations()
-        _required(request.package_id, "package_id", v)
+        v.require(request.package_id, "package_id")
         v.raise_if_any()
         cmd = ph.ArchivePackage(request.package_id)
 
@@ -216,7 +212,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.GetPackageRequest, context: grpc.aio.ServicerContext
     ) -> api.GetPackageResponse:
         v = Violations()
-        _required(request.package_id, "package_id", v)
+        v.require(request.package_id, "package_id")
         v.raise_if_any()
         async with self.uow() as uow:
             view = await ph.get_package(uow, request.package_id, request.org_id)
@@ -243,7 +239,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.GetPackageVersionRequest, context: grpc.aio.ServicerContext
     ) -> api.GetPackageVersionResponse:
         v = Violations()
-        _required(request.package_version_id, "package_version_id", v)
+        v.require(request.package_version_id, "package_version_id")
         v.raise_if_any()
         async with self.uow() as uow:
             version = await ph.get_package_version(uow, request.package_version_id, request.org_id)
@@ -253,7 +249,7 @@ class CatalogApi(catalog_pb2_grpc.CatalogServiceServicer):  # type: ignore[misc]
         self, request: api.ListPackageVersionsRequest, context: grpc.aio.ServicerContext
     ) -> api.ListPackageVersionsResponse:
         v = Violations()
-        _required(request.package_id, "package_id", v)
+        v.require(request.package_id, "package_id")
         v.raise_if_any()
         query = ph.ListPackageVersions(
             package_id=request.package_id,

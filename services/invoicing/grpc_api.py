@@ -38,10 +38,6 @@ R = TypeVar("R", bound=Message)
 PROFILE_FIELDS = ("legal_name", "address", "tax_id", "invoice_email")
 
 
-def _required(v: Violations, value: str, name: str) -> None:
-    v.check(bool(value), name, "is required")
-
-
 class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -86,7 +82,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.GetInvoiceRequest, context: grpc.aio.ServicerContext
     ) -> api.GetInvoiceResponse:
         v = Violations()
-        _required(v, request.invoice_id, "invoice_id")
+        v.require(request.invoice_id, "invoice_id")
         v.raise_if_any()
         async with self.make_uow() as uow:
             inv = await h.get_invoice(uow, request.invoice_id, request.org_id)
@@ -117,7 +113,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.RenderInvoiceRequest, context: grpc.aio.ServicerContext
     ) -> api.RenderInvoiceResponse:
         v = Violations()
-        _required(v, request.invoice_id, "invoice_id")
+        v.require(request.invoice_id, "invoice_id")
         v.check(
             request.format in (api.DOCUMENT_FORMAT_UNSPECIFIED, api.DOCUMENT_FORMAT_HTML),
             "format",
@@ -136,7 +132,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.PreviewInvoiceRequest, context: grpc.aio.ServicerContext
     ) -> api.PreviewInvoiceResponse:
         v = Violations()
-        _required(v, request.org_id, "org_id")
+        v.require(request.org_id, "org_id")
         v.raise_if_any()
         async with self.make_uow() as uow:
             inv = await h.preview(
@@ -148,7 +144,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.GetCreditMemoRequest, context: grpc.aio.ServicerContext
     ) -> api.GetCreditMemoResponse:
         v = Violations()
-        _required(v, request.credit_memo_id, "credit_memo_id")
+        v.require(request.credit_memo_id, "credit_memo_id")
         v.raise_if_any()
         async with self.make_uow() as uow:
             row = await uow.repo.memo(request.credit_memo_id)
@@ -178,7 +174,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.GetCreditBalanceRequest, context: grpc.aio.ServicerContext
     ) -> api.GetCreditBalanceResponse:
         v = Violations()
-        _required(v, request.org_id, "org_id")
+        v.require(request.org_id, "org_id")
         currency = request.currency_code or "USD"
         v.check(is_iso4217(currency), "currency_code", "is not an ISO 4217 code")
         v.raise_if_any()
@@ -197,7 +193,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.GetBillingProfileRequest, context: grpc.aio.ServicerContext
     ) -> api.GetBillingProfileResponse:
         v = Violations()
-        _required(v, request.org_id, "org_id")
+        v.require(request.org_id, "org_id")
         v.raise_if_any()
         async with self.make_uow() as uow:
             row = await uow.repo.profile(request.org_id)
@@ -213,7 +209,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
 
     def _invoice_id(self, request: Any) -> None:
         v = Violations()
-        _required(v, request.invoice_id, "invoice_id")
+        v.require(request.invoice_id, "invoice_id")
         v.raise_if_any()
 
     async def FinalizeInvoice(
@@ -255,8 +251,8 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.CreateInvoiceAdjustmentRequest, context: grpc.aio.ServicerContext
     ) -> api.CreateInvoiceAdjustmentResponse:
         v = Violations()
-        _required(v, request.invoice_id, "invoice_id")
-        _required(v, request.description.strip(), "description")
+        v.require(request.invoice_id, "invoice_id")
+        v.require(request.description.strip(), "description")
         v.check(request.HasField("amount"), "amount", "is required")
         v.check(request.amount.amount_minor != 0, "amount.amount_minor", "must not be zero")
         v.raise_if_any()
@@ -280,7 +276,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.IssueCreditMemoRequest, context: grpc.aio.ServicerContext
     ) -> api.IssueCreditMemoResponse:
         v = Violations()
-        _required(v, request.invoice_id, "invoice_id")
+        v.require(request.invoice_id, "invoice_id")
         v.check(len(request.lines) > 0, "lines", "at least one line is required")
         lines: list[h.MemoLine] = []
         for i, li in enumerate(request.lines):
@@ -326,8 +322,8 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.RunBillingRequest, context: grpc.aio.ServicerContext
     ) -> api.RunBillingResponse:
         v = Violations()
-        _required(v, request.org_id, "org_id")
-        _required(v, request.subscription_id, "subscription_id")
+        v.require(request.org_id, "org_id")
+        v.require(request.subscription_id, "subscription_id")
         v.check(request.HasField("period_start_time"), "period_start_time", "is required")
         v.raise_if_any()
         start = from_timestamp(request.period_start_time)
@@ -351,7 +347,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.UpdateBillingProfileRequest, context: grpc.aio.ServicerContext
     ) -> api.UpdateBillingProfileResponse:
         v = Violations()
-        _required(v, request.org_id, "org_id")
+        v.require(request.org_id, "org_id")
         paths = list(request.update_mask.paths) or list(PROFILE_FIELDS)
         for i, path in enumerate(paths):
             top = path.split(".")[0]
@@ -398,7 +394,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self, request: api.SetTaxRateRequest, context: grpc.aio.ServicerContext
     ) -> api.SetTaxRateResponse:
         v = Violations()
-        _required(v, request.org_id, "org_id")
+        v.require(request.org_id, "org_id")
         rate = parse_decimal(request.tax_rate, "tax_rate", v, max_places=4)
         if rate is not None:
             v.check(rate <= Decimal(100), "tax_rate", "must be between 0 and 100")

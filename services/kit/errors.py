@@ -132,6 +132,10 @@ class Violations:
     def add(self, field: str, description: str) -> None:
         self.items.append(FieldViolation(field, description))
 
+    def require(self, value: str, field: str) -> bool:
+        """A required string field; blank (whitespace only) counts as missing."""
+        return self.check(value.strip() != "", field, "is required")
+
     def check(self, ok: bool, field: str, description: str) -> bool:
         if not ok:
             self.add(field, description)

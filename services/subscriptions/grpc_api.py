@@ -68,10 +68,6 @@ REASON_TO_PB = {
 }
 
 
-def _required(v: Violations, value: str, name: str) -> None:
-    v.check(value.strip() != "", name, "is required")
-
-
 def _enum(v: Violations, value: int, known: dict[Any, Any], name: str) -> None:
     v.check(value in known, name, f"{value} is not a known value")
 
@@ -130,8 +126,8 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.CreateSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.CreateSubscriptionResponse:
         v = Violations()
-        _required(v, request.org_id, "org_id")
-        _required(v, request.package_id, "package_id")
+        v.require(request.org_id, "org_id")
+        v.require(request.package_id, "package_id")
         trial = request.trial_days if request.HasField("trial_days") else None
         if trial is not None:
             v.check(0 <= trial <= MAX_TRIAL_DAYS, "trial_days", f"must be 0..{MAX_TRIAL_DAYS}")
@@ -169,7 +165,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.GetSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.GetSubscriptionResponse:
         v = Violations()
-        _required(v, request.subscription_id, "subscription_id")
+        v.require(request.subscription_id, "subscription_id")
         v.raise_if_any()
         async with self.uow() as uow:
             sub = await h.get_subscription(uow, request.subscription_id, request.org_id)
@@ -207,7 +203,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.ChangePlanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ChangePlanResponse:
         v = Violations()
-        _required(v, request.subscription_id, "subscription_id")
+        v.require(request.subscription_id, "subscription_id")
         if not request.package_id and not request.package_version_id:
             v.add("package_id", "package_id or package_version_id is required")
         _enum(v, request.timing, PLAN_TIMING_FROM_PB, "timing")
@@ -237,7 +233,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.CancelSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.CancelSubscriptionResponse:
         v = Violations()
-        _required(v, request.subscription_id, "subscription_id")
+        v.require(request.subscription_id, "subscription_id")
         _enum(v, request.timing, CANCEL_TIMING_FROM_PB, "timing")
         v.check(len(request.reason) <= 1000, "reason", "must be at most 1000 characters")
         v.raise_if_any()
@@ -267,7 +263,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.PauseSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.PauseSubscriptionResponse:
         v = Violations()
-        _required(v, request.subscription_id, "subscription_id")
+        v.require(request.subscription_id, "subscription_id")
         v.raise_if_any()
         cmd = h.PauseOrResume(request.subscription_id, request.org_id)
 
@@ -288,7 +284,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.ResumeSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ResumeSubscriptionResponse:
         v = Violations()
-        _required(v, request.subscription_id, "subscription_id")
+        v.require(request.subscription_id, "subscription_id")
         v.raise_if_any()
         cmd = h.PauseOrResume(request.subscription_id, request.org_id)
 
@@ -311,7 +307,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.ListSchedulesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ListSchedulesResponse:
         v = Violations()
-        _required(v, request.subscription_id, "subscription_id")
+        v.require(request.subscription_id, "subscription_id")
         size = _page(v, request.page_size)
         states: dict[Any, d.ScheduleState | None] = {0: None, **SCHEDULE_STATE_FROM_PB}
         _enum(v, request.state, states, "state")
@@ -338,7 +334,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.CancelScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.CancelScheduleResponse:
         v = Violations()
-        _required(v, request.schedule_id, "schedule_id")
+        v.require(request.schedule_id, "schedule_id")
         v.raise_if_any()
         cmd = h.CancelSchedule(request.schedule_id, request.org_id)
 
@@ -358,7 +354,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.ListBillingPeriodsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.ListBillingPeriodsResponse:
         v = Violations()
-        _required(v, request.subscription_id, "subscription_id")
+        v.require(request.subscription_id, "subscription_id")
         size = _page(v, request.page_size)
         filters = {"sub": request.subscription_id}
         after = _token(v, request.page_token, filters, 1)
@@ -405,8 +401,8 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self, request: api.CheckEntitlementRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> api.CheckEntitlementResponse:
         v = Violations()
-        _required(v, request.org_id, "org_id")
-        _required(v, request.feature_key, "feature_key")
+        v.require(request.org_id, "org_id")
+        v.require(request.feature_key, "feature_key")
         quantity = parse_decimal(request.quantity, "quantity", v, required=False)
         v.raise_if_any()
         cmd = h.CheckEntitlement(request.org_id, request.feature_key, quantity)

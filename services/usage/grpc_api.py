@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tally.usage.v1 import resources_pb2, usage_pb2, usage_pb2_grpc
 
 from services.kit.clock import Clock, SystemClock
-from services.kit.errors import InvalidArgument
+from services.kit.errors import InvalidArgument, Violations
 from services.kit.idempotency import run_mutation
 from services.kit.protoconv import format_decimal, to_timestamp
 from services.kit.rpc.registry import add_servicer
@@ -205,7 +205,10 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
     async def GetAggregate(
         self, request: usage_pb2.GetAggregateRequest, context: grpc.aio.ServicerContext
     ) -> usage_pb2.GetAggregateResponse:
-        _require(request.subscription_id, "subscription_id", request.metric_code, "metric_code")
+        v = Violations()
+        v.require(request.subscription_id, "subscription_id")
+        v.require(request.metric_code, "metric_code")
+        v.raise_if_any()
         async with self._session() as session:
             view, values = await queries.get_aggregate(
                 session,
@@ -222,7 +225,9 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
     async def ListAggregates(
         self, request: usage_pb2.ListAggregatesRequest, context: grpc.aio.ServicerContext
     ) -> usage_pb2.ListAggregatesResponse:
-        _require(request.subscription_id, "subscription_id")
+        v = Violations()
+        v.require(request.subscription_id, "subscription_id")
+        v.raise_if_any()
         async with self._session() as session:
             views, token = await queries.list_aggregates(
                 session,
@@ -293,14 +298,6 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
             request,
             usage_pb2.BackfillUsageResponse,
             work,
-        )
-
-
-def _require(*pairs: str) -> None:
-    missing = [pairs[i + 1] for i in range(0, len(pairs), 2) if not pairs[i]]
-    if missing:
-        raise InvalidArgument.of(
-            [InvalidArgument.field(name, "is required").violations[0] for name in missing]
         )
 
 
