@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import MetaData, text
+from starlette.routing import BaseRoute
 
 from services.kit.bus import EventBus
 from services.kit.consumer import EventConsumer, Inbox, Subscription
@@ -26,6 +27,7 @@ from services.kit.db import Database, redact
 from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.ports import ensure_port_free
 from services.kit.errors import StartupError
+from services.kit.http import HttpEndpoint, service_app
 from services.kit.idempotency import RequestLog
 from services.kit.outbox import Outbox, OutboxRelay
 from services.kit.rpc.interceptors import ErrorMappingInterceptor
@@ -68,6 +70,10 @@ def _no_jobs(ctx: ServiceContext) -> Sequence[Job]:
     return ()
 
 
+def _no_routes(ctx: ServiceContext) -> Sequence[BaseRoute]:
+    return ()
+
+
 def _default_uow(ctx: ServiceContext) -> Callable[[], UnitOfWork]:
     return ctx.unit_of_work
 
@@ -78,7 +84,8 @@ class ServiceSpec:
 
     ``register`` adds the servicers to the server and returns their full names
     (for health and reflection). ``subscriptions`` and ``jobs`` are background
-    work, run only where ``WORKER_BILLING_ENABLED`` is true.
+    work, run only where ``WORKER_BILLING_ENABLED`` is true. ``http_routes``
+    are served on the service's HTTP port beside ``/healthz`` on every replica.
     """
 
     name: str
@@ -87,6 +94,7 @@ class ServiceSpec:
     subscriptions: Callable[[ServiceContext], Sequence[Subscription[Any]]] = _no_subscriptions
     jobs: Callable[[ServiceContext], Sequence[Job]] = _no_jobs
     uow_factory: Callable[[ServiceContext], Callable[[], UnitOfWork]] = _default_uow
+    http_routes: Callable[[ServiceContext], Sequence[BaseRoute]] = _no_routes
     # Other producers whose streams this service reads; provisioned here too so
     # start-up order between services never matters.
     extra_producers: tuple[str, ...] = field(default_factory=tuple)
@@ -108,6 +116,7 @@ class ServiceRuntime:
         self.context: ServiceContext | None = None
         self.consumers: list[EventConsumer[Any]] = []
         self.port = 0
+        self.http: HttpEndpoint | None = None
         self._service_names: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._serving = False
@@ -156,6 +165,10 @@ class ServiceRuntime:
             )
             self.server = self._build_server(ctx)
             await self.server.start()
+            if s.http_enabled:
+                app = service_app(self.spec.name, lambda: self._serving, self.spec.http_routes(ctx))
+                self.http = HttpEndpoint(self.spec.name, app, s.http_host, s.http_port)
+                await self.http.start()
             await self._set_serving(True)
             if s.worker_billing_enabled:
                 self._start_background(ctx, subscriptions)
@@ -164,10 +177,11 @@ class ServiceRuntime:
             await self.stop()
             raise
         log.info(
-            "%s serving gRPC on %s:%d (worker %s)",
+            "%s serving gRPC on %s:%d, HTTP on %s (worker %s)",
             self.spec.name,
             s.grpc_host,
             self.port,
+            f"{s.http_host}:{self.http.port}" if self.http else "off",
             "on" if s.worker_billing_enabled else "off",
         )
 
@@ -273,6 +287,9 @@ class ServiceRuntime:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
         if self.server is not None:
             await self.server.stop(grace)
         stuck = await cancel_and_wait(self._tasks, timeout=grace + 5)

@@ -28,6 +28,15 @@ DEFAULT_GRPC_PORTS: dict[str, int] = {
     "invoicing": 50054,
     "payments": 50055,
 }
+# Each service's own HTTP port (health, /metrics, payments' Stripe webhooks);
+# each overridable by <SERVICE>_HTTP_PORT.
+DEFAULT_HTTP_PORTS: dict[str, int] = {
+    "catalog": 8081,
+    "subscriptions": 8082,
+    "usage": 8083,
+    "invoicing": 8084,
+    "payments": 8085,
+}
 DEFAULT_GATEWAY_PORT = 8080
 # The gateway's HS256 secret when none is set, for `make run` only; never used
 # in the production profile.
@@ -83,6 +92,10 @@ class ServiceSettings(CommonSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=0, ge=0, le=65535)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)
+    # Off only where nothing needs it (some tests); payments' webhooks live there.
+    http_enabled: bool = True
     # Ops run API-only and worker-only replicas of one image with this switch.
     worker_billing_enabled: bool = True
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
@@ -113,6 +126,8 @@ class ServiceSettings(CommonSettings):
             self.db_schema = self.service_name
         if not self.grpc_port:
             self.grpc_port = DEFAULT_GRPC_PORTS.get(self.service_name, 0)
+        if not self.http_port:
+            self.http_port = DEFAULT_HTTP_PORTS.get(self.service_name, 0)
 
     @property
     def sqlalchemy_url(self) -> str:

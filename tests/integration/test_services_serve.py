@@ -94,3 +94,21 @@ def _reflect(port: int, service: str) -> tuple[set[str], ServiceDescriptor]:
         services = set(reflection_db.get_services())
         described = DescriptorPool(reflection_db).FindServiceByName(service)
     return services, described
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+async def test_service_answers_health_on_its_http_port(
+    migrated: str, nats_url: str, service: str
+) -> None:
+    import httpx
+
+    async with service_in_process(service, migrated, nats_url) as runtime:
+        assert runtime.http is not None
+        url = f"http://127.0.0.1:{runtime.http.port}/healthz"
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(url)
+    assert answer.status_code == 200
+    assert answer.json() == {"service": service, "status": "SERVING"}
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(url)

@@ -19,8 +19,7 @@ async def service_in_process(
     settings = settings_class_for(service)(
         database_url=database_url,
         nats_url=nats_url,
-        grpc_port=free_port(),
-        **overrides,
+        **{"grpc_port": free_port(), "http_port": free_port(), **overrides},
     )
     spec = importlib.import_module(f"services.{service}.bootstrap").SPEC
     runtime = ServiceRuntime(spec, settings)

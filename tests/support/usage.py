@@ -26,6 +26,7 @@ from tally.usage.v1 import usage_pb2 as usage_api
 from tally.usage.v1 import usage_pb2_grpc
 
 from services.kit.bus import EventBus
+from services.kit.devstack import free_port
 from services.kit.events import EventEnvelope
 from services.kit.runtime import ServiceRuntime
 from services.kit.settings import settings_class_for
@@ -251,7 +252,7 @@ async def usage_on_port(database_url: str, nats_url: str, port: int) -> AsyncIte
     from services.usage.bootstrap import SPEC
 
     settings = settings_class_for("usage")(
-        database_url=database_url, nats_url=nats_url, grpc_port=port
+        database_url=database_url, nats_url=nats_url, grpc_port=port, http_port=free_port()
     )
     runtime = ServiceRuntime(SPEC, settings)
     await runtime.start()

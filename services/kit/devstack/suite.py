@@ -23,7 +23,12 @@ from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.nats import EmbeddedNats
 from services.kit.devstack.ports import ensure_port_free, free_port
 from services.kit.devstack.postgres import EmbeddedPostgres
-from services.kit.settings import DEFAULT_GATEWAY_PORT, DEFAULT_GRPC_PORTS, SERVICE_NAMES
+from services.kit.settings import (
+    DEFAULT_GATEWAY_PORT,
+    DEFAULT_GRPC_PORTS,
+    DEFAULT_HTTP_PORTS,
+    SERVICE_NAMES,
+)
 
 DATABASE = "tally"
 PROCESSES = (*SERVICE_NAMES, "gateway")
@@ -45,6 +50,7 @@ class SuitePorts:
     nats: int
     gateway: int
     services: dict[str, int]
+    http: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def defaults(cls) -> SuitePorts:
@@ -60,11 +66,20 @@ class SuitePorts:
             services={
                 s: _env_port(f"{s.upper()}_GRPC_PORT", DEFAULT_GRPC_PORTS[s]) for s in SERVICE_NAMES
             },
+            http={
+                s: _env_port(f"{s.upper()}_HTTP_PORT", DEFAULT_HTTP_PORTS[s]) for s in SERVICE_NAMES
+            },
         )
 
     @classmethod
     def free(cls) -> SuitePorts:
-        return cls(free_port(), free_port(), free_port(), {s: free_port() for s in SERVICE_NAMES})
+        return cls(
+            free_port(),
+            free_port(),
+            free_port(),
+            {s: free_port() for s in SERVICE_NAMES},
+            {s: free_port() for s in SERVICE_NAMES},
+        )
 
 
 @dataclass
@@ -103,6 +118,9 @@ class Suite:
     def service_address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports.services[service]}"
 
+    def service_http_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports.http[service]}"
+
     def env(self) -> dict[str, str]:
         """The environment every suite process gets: shared URLs, per-service ports."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -118,6 +136,12 @@ class Suite:
         for service, port in self.ports.services.items():
             env[f"{service.upper()}_GRPC_PORT"] = str(port)
             env[f"GATEWAY_{service.upper()}_ADDR"] = self.service_address(service)
+        for service, port in self.ports.http.items():
+            env[f"{service.upper()}_HTTP_PORT"] = str(port)
+        if "payments" in self.ports.http:
+            env["GATEWAY_PAYMENTS_WEBHOOK_URL"] = (
+                f"{self.service_http_url('payments')}/webhooks/stripe"
+            )
         env.update(self.extra_env)
         return env
 
@@ -126,6 +150,8 @@ class Suite:
         ensure_port_free(self.ports.gateway, what="gateway (GATEWAY_HTTP_PORT)")
         for service, port in self.ports.services.items():
             ensure_port_free(port, what=f"{service} ({service.upper()}_GRPC_PORT)")
+        for service, port in self.ports.http.items():
+            ensure_port_free(port, what=f"{service} ({service.upper()}_HTTP_PORT)")
 
     def start_infra(self) -> None:
         self.postgres.start()
