@@ -16,7 +16,7 @@ install: $(STAMP) $(GEN)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,loadtest]'
 	@touch $@
 
 # Generated stubs live in gen/ (ignored); a .pth puts it on the venv's path.
@@ -36,8 +36,8 @@ unit: install
 	$(PY) -m pytest tests/unit
 
 lint: install
-	$(VENV)/bin/ruff check services gateway tests protos
-	$(VENV)/bin/ruff format --check services gateway tests protos
+	$(VENV)/bin/ruff check services gateway devtools bench tests protos
+	$(VENV)/bin/ruff format --check services gateway devtools bench tests protos
 	$(VENV)/bin/mypy
 
 protos: $(STAMP)
