@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 GEN    := gen/.stamp
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 
-.PHONY: install run test unit lint protos protos-check bench clean
+.PHONY: install run test unit lint protos protos-check bench soak clean
 
 install: $(STAMP) $(GEN)
 
@@ -32,6 +32,11 @@ test: install lint
 	$(PY) protos/generate.py lint
 	$(PY) -m pytest
 
+# The fault suite for longer: more rounds of kill -9, restarts and redelivery
+# under the usage stream (make test runs one round).
+soak: install
+	TALLY_SOAK_ROUNDS=$${TALLY_SOAK_ROUNDS:-5} $(PY) -m pytest -m e2e tests/e2e/test_faults.py
+
 unit: install
 	$(PY) -m pytest tests/unit
 
@@ -44,7 +49,7 @@ protos: $(STAMP)
 	$(PY) protos/generate.py --force
 
 bench: install
-	@echo "make bench: the load-test harness and benchmarks arrive with the performance issue (9/9); nothing to measure yet."
+	$(PY) -m devtools.bench
 
 clean:
 	rm -rf $(VENV) gen .tally .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

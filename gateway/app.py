@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, unquote
 import grpc
 import httpx
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import Span
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -36,7 +37,9 @@ from gateway.openapi import openapi_document
 from gateway.problems import Problem
 from gateway.ratelimit import RateLimits
 from gateway.transcoding import Router
+from services.kit.http import metrics_endpoint
 from services.kit.settings import GatewaySettings
+from services.kit.telemetry import request_id_var
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
@@ -66,6 +69,7 @@ class RequestIdMiddleware:
                 given = value.decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)  # every log line of this request names it
         started = time.perf_counter()
         status = 0
 
@@ -94,6 +98,7 @@ class RequestIdMiddleware:
                     "request_id": request_id,
                 },
             )
+            request_id_var.reset(token)
 
 
 def _portal_bindings_have_org() -> None:
@@ -375,6 +380,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
             Route(AUDIT_PATH, audit_read, methods=["GET"]),
@@ -388,5 +394,16 @@ def create_app(settings: GatewaySettings) -> Starlette:
     app.add_middleware(RequestIdMiddleware)
     # Outermost: a server span per request (W3C traceparent honoured), which
     # the gRPC client interceptors continue into the services.
-    app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        exclude_spans=["receive", "send"],
+        server_request_hook=_mark_gateway_span,
+    )
     return app
+
+
+def _mark_gateway_span(span: Span, scope: Scope) -> None:
+    # The same attribute the services' spans carry, so traces group by hop
+    # even when several processes share one service.name (tests, one-box runs).
+    if span.is_recording():
+        span.set_attribute("tally.service", "gateway")

@@ -24,6 +24,12 @@ from services.kit.bus import EventBus
 from services.kit.devstack import EmbeddedNats, EmbeddedPostgres, free_port
 from tests.support.databases import create_database, drop_database
 
+# The e2e fault tests restart suite processes from a test process full of gRPC
+# channels; gRPC's fork handlers then crash the child between fork and exec
+# ("Other threads are currently calling into gRPC, skipping fork() handlers").
+# Read when gRPC initialises, so it must be set before any test creates a channel.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 
 @dataclass(frozen=True)
 class Infra:

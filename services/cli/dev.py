@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from services.cli.seed import seed_demo
+from services.cli.seed import seed
 from services.kit.devstack.suite import PROCESSES, Suite
 from services.kit.settings import SERVICE_NAMES
 
@@ -49,13 +49,20 @@ def dev_up(data_dir: str) -> int:
 
     path = Path(data_dir)
     path.mkdir(parents=True, exist_ok=True)
-    suite = Suite(path)
+    demo_env = {
+        # Stripe's own default: a closed period's invoice stays a draft for an
+        # hour, so the demo shows drafts beside finalized, paid, void and
+        # written-off ones.
+        "INVOICING_GRACE_PERIOD_SECONDS": "3600",
+        # The seed closes its three months of history itself, month by month;
+        # the service's own clock must not overtake it with today's date first.
+        "SUBSCRIPTIONS_CLOCK_INTERVAL_SECONDS": "300",
+    }
+    suite = Suite(path, extra_env=demo_env)
     print(f"starting Tally from {suite.data_dir} ...", flush=True)
     try:
         suite.start()
-        seeded = asyncio.run(
-            seed_demo({s: suite.service_address(s) for s in ("catalog", "subscriptions", "usage")})
-        )
+        seeded = asyncio.run(seed({s: suite.service_address(s) for s in SERVICE_NAMES}))
         print(_banner(suite, seeded.describe()), flush=True)
         while not stop.is_set():
             suite.raise_if_exited()

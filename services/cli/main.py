@@ -306,11 +306,37 @@ def build_parser() -> argparse.ArgumentParser:
     from services.invoicing.cli import add_parser as add_invoicing_parser
 
     add_invoicing_parser(commands)  # tally invoicing run
+    from services.payments.cli import add_parser as add_payments_parser
+
+    add_payments_parser(commands)  # tally payments sync
+    from services.cli.health import add_parser as add_health_parser
+
+    add_health_parser(commands)  # tally health (container health checks)
+    from services.cli.seed import add_parser as add_seed_parser
+
+    add_seed_parser(commands)  # tally seed
+    from services.verify.cli import add_parser as add_verify_parser
+
+    add_verify_parser(commands)  # tally verify
+    from services.cli.status import add_parser as add_status_parser
+
+    add_status_parser(commands)  # tally status
+    from devtools.loadtest.cli import add_parser as add_load_test_parser
+
+    add_load_test_parser(commands)  # tally load-test (matplotlib/tqdm imported only when run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `tally health` runs every few seconds in every container: it gets a parser
+    # of its own instead of importing the module of every other command.
+    if argv[:1] == ["health"]:
+        from services.cli.health import standalone_parser
+
+        args = standalone_parser().parse_args(argv)
+    else:
+        args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except (StartupError, DevStackError) as exc:

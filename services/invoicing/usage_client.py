@@ -14,6 +14,7 @@ import grpc
 from tally.usage.v1 import usage_pb2, usage_pb2_grpc
 
 from services.kit.errors import Unavailable
+from services.kit.rpc.channels import traced_channel
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class UsageReader:
 
     def _get_stub(self) -> usage_pb2_grpc.UsageServiceStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
+            self._channel = traced_channel(self.address)
             self._stub = usage_pb2_grpc.UsageServiceStub(self._channel)
         return self._stub
 

@@ -168,6 +168,7 @@ class EventConsumer(Generic[U]):
             with tracer.start_as_current_span(
                 f"consume {msg.subject}", kind=trace.SpanKind.CONSUMER
             ) as span:
+                span.set_attribute("tally.service", self.service)
                 span.set_attribute("messaging.system", "nats")
                 span.set_attribute("messaging.destination.name", msg.subject)
                 span.set_attribute("messaging.consumer.group.name", self.consumer_name)

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.ports import ensure_port_free
 from services.kit.errors import StartupError
+from services.kit.telemetry import prometheus_text
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,19 @@ def service_app(
             status_code=200 if serving else 503,
         )
 
-    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *routes])
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *routes,
+        ]
+    )
+
+
+async def metrics_endpoint(_: Request) -> Response:
+    """Prometheus' scrape target: every OpenTelemetry metric of this process."""
+    body, content_type = prometheus_text()
+    return Response(body, media_type=content_type)
 
 
 class HttpEndpoint:

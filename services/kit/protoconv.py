@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.kit.errors import Violations
+from services.kit.errors import InvalidArgument, Violations
 
 MAX_DECIMAL_PLACES = 12
 
@@ -24,10 +24,28 @@ def to_timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def from_timestamp(value: Timestamp, *, present: bool = True) -> datetime | None:
-    """An aware UTC datetime; None when the field was not set (``present=False``)."""
+# What a google.protobuf.Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62135596800
+MAX_TIMESTAMP_SECONDS = 253402300799
+
+
+def from_timestamp(
+    value: Timestamp, *, present: bool = True, field: str = "(timestamp)"
+) -> datetime | None:
+    """An aware UTC datetime; None when the field was not set (``present=False``).
+
+    A Timestamp outside its documented range is the caller's mistake
+    (INVALID_ARGUMENT naming ``field``), not a crash in the adapter.
+    """
     if not present:
         return None
+    if not (
+        MIN_TIMESTAMP_SECONDS <= value.seconds <= MAX_TIMESTAMP_SECONDS
+        and 0 <= value.nanos <= 999_999_999
+    ):
+        raise InvalidArgument.field(
+            field, "is not a valid instant (0001-01-01 to 9999-12-31 UTC, nanos 0-999999999)"
+        )
     return value.ToDatetime(tzinfo=UTC)
 
 

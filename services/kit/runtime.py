@@ -27,6 +27,9 @@ from services.kit.db import Database, redact
 from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.ports import ensure_port_free
 from services.kit.errors import StartupError
+from services.kit.gauges import ServiceGauges
+from services.kit.gauges import register as register_gauges
+from services.kit.gauges import unregister as unregister_gauges
 from services.kit.http import HttpEndpoint, service_app
 from services.kit.idempotency import RequestLog
 from services.kit.outbox import Outbox, OutboxRelay
@@ -34,7 +37,7 @@ from services.kit.rpc.interceptors import ErrorMappingInterceptor
 from services.kit.settings import ServiceSettings
 from services.kit.streams import dlq_stream, producer_stream
 from services.kit.tasks import cancel_and_wait, raise_if_cancelling
-from services.kit.telemetry import configure_tracing, instrument_engine
+from services.kit.telemetry import configure_metrics, configure_tracing, instrument_engine
 from services.kit.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -120,6 +123,7 @@ class ServiceRuntime:
         self._service_names: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._serving = False
+        self._gauges: ServiceGauges | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -128,6 +132,7 @@ class ServiceRuntime:
             # mistake, and gRPC's own bind failure logs a C-core line.
             _require_free_port(self.spec.name, s.grpc_host, s.grpc_port)
         configure_tracing(self.spec.name, s.otel_exporter_otlp_endpoint)
+        configure_metrics(self.spec.name, s.otel_exporter_otlp_endpoint)
         database = Database(
             s.database_url, s.db_schema, logical_schema=self.spec.name, pool_size=s.db_pool_size
         )
@@ -172,6 +177,15 @@ class ServiceRuntime:
             await self._set_serving(True)
             if s.worker_billing_enabled:
                 self._start_background(ctx, subscriptions)
+            self._gauges = ServiceGauges(
+                self.spec.name,
+                database,
+                outbox,
+                js=bus.js,
+                consumers=[(c.sub.stream, c.consumer_name) for c in self.consumers],
+            )
+            register_gauges(self._gauges)
+            self._spawn(self._gauges.sample_forever(), "metrics-sampler")
             self._spawn(self._watch_dependencies(ctx), "health-watch")
         except BaseException:
             await self.stop()
@@ -193,7 +207,12 @@ class ServiceRuntime:
                 aio_server_interceptor(),  # type: ignore[no-untyped-call]
                 ErrorMappingInterceptor(self.spec.name),
             ],
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Explicit, so an oversized request is refused (RESOURCE_EXHAUSTED)
+                # by a limit ops can see and tune, never by a library default.
+                ("grpc.max_receive_message_length", ctx.settings.grpc_max_receive_bytes),
+            ],
         )
         self._service_names = list(self.spec.register(server, ctx))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -287,6 +306,9 @@ class ServiceRuntime:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        if self._gauges is not None:
+            unregister_gauges(self._gauges)
+            self._gauges = None
         if self.http is not None:
             await self.http.stop()
             self.http = None

@@ -94,6 +94,9 @@ class ServiceSettings(CommonSettings):
     grpc_port: int = Field(default=0, ge=0, le=65535)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
+    # Largest gRPC request accepted; bigger ones get RESOURCE_EXHAUSTED. The
+    # biggest legitimate request, a 1,000-event usage batch, stays far below.
+    grpc_max_receive_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     # Off only where nothing needs it (some tests); payments' webhooks live there.
     http_enabled: bool = True
     # Ops run API-only and worker-only replicas of one image with this switch.

@@ -34,12 +34,14 @@ class UnitOfWork:
         self.outbox = outbox
         self._on_events_committed = on_events_committed
         self._pending: list[EventEnvelope] = []
+        self._after_commit: list[Callable[[], None]] = []
         self._done = False
 
     async def __aenter__(self) -> Self:
         self.session = self.database.sessions()
         await self.session.begin()
         self._pending = []
+        self._after_commit = []
         self._done = False
         return self
 
@@ -63,6 +65,14 @@ class UnitOfWork:
         self._pending.append(envelope)
         return envelope
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this unit commits (never if it rolls back).
+
+        For effects outside the transaction that must not run for a change
+        that never happened, such as counting it in a metric.
+        """
+        self._after_commit.append(callback)
+
     @property
     def emitted(self) -> tuple[EventEnvelope, ...]:
         return tuple(self._pending)
@@ -73,10 +83,14 @@ class UnitOfWork:
         await self.session.commit()
         self._done = True
         self._pending = []
+        callbacks, self._after_commit = self._after_commit, []
         if had_events and self._on_events_committed:
             self._on_events_committed()
+        for callback in callbacks:
+            callback()
 
     async def rollback(self) -> None:
         self._pending = []
+        self._after_commit = []
         self._done = True
         await self.session.rollback()

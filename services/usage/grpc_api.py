@@ -29,7 +29,7 @@ from services.usage.handlers.ingest import (
     EventResult,
     EventStatus,
     record_usage,
-    report_drops,
+    report_outcome,
 )
 from services.usage.ingestor import MAX_ATTEMPTS, Ingestor, retryable
 from services.usage.protomap import (
@@ -40,6 +40,7 @@ from services.usage.protomap import (
     timestamp_or_none,
 )
 from services.usage.repository.queries import EventFilter
+from services.usage.tracelinks import link_last_ingestion
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
                 if attempt == MAX_ATTEMPTS or not retryable(exc):
                     raise
         if holder:
-            report_drops(holder[0])
+            report_outcome(holder[0])
             return holder[0]
         return _outcome_of(response)
 
@@ -218,6 +219,7 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
                 org_id=request.org_id,
                 include_event_values=request.include_event_values,
             )
+        link_last_ingestion(view.subscription_id, view.metric_code, view.period_start)
         return usage_pb2.GetAggregateResponse(
             aggregate=aggregate_message(view), event_values=[format_decimal(v) for v in values]
         )
@@ -302,12 +304,22 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
 
 
 def _batch_response(outcome: BatchOutcome) -> usage_pb2.RecordUsageBatchResponse:
-    return usage_pb2.RecordUsageBatchResponse(
-        results=[_result_message(r) for r in outcome.results],
+    response = usage_pb2.RecordUsageBatchResponse(
         accepted_count=outcome.accepted,
         duplicate_count=outcome.duplicates,
         rejected_count=outcome.rejected,
     )
+    # One result per event: built in place with add() (a list of messages
+    # would be copied into the field) and, for the usual accepted event,
+    # without the enum-keyed lookups of _result_message.
+    add = response.results.add
+    accepted = resources_pb2.USAGE_EVENT_STATUS_ACCEPTED
+    for r in outcome.results:
+        if r.status is EventStatus.ACCEPTED:
+            add(index=r.index, idempotency_key=r.idempotency_key, status=accepted)
+        else:
+            response.results.append(_result_message(r))
+    return response
 
 
 _STATUS_BACK = {v: k for k, v in _STATUS.items()}

@@ -19,7 +19,7 @@ from services.usage.handlers.ingest import (
     DEFAULT_COPY_THRESHOLD,
     BatchOutcome,
     record_usage,
-    report_drops,
+    report_outcome,
 )
 from services.usage.protomap import incoming_event
 
@@ -67,5 +67,5 @@ class Ingestor:
                 uow, incoming, now=self.clock.now(), copy_threshold=self.copy_threshold
             )
             await uow.commit()
-        report_drops(outcome)
+        report_outcome(outcome)
         return outcome

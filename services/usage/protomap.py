@@ -15,7 +15,13 @@ from tally.catalog.v1 import resources_pb2 as catalog_pb2
 from tally.subscriptions.v1 import resources_pb2 as subscriptions_pb2
 from tally.usage.v1 import resources_pb2 as usage_pb2
 
-from services.kit.protoconv import format_decimal, to_timestamp
+from services.kit.protoconv import (
+    MAX_TIMESTAMP_SECONDS,
+    MIN_TIMESTAMP_SECONDS,
+    format_decimal,
+    from_timestamp,
+    to_timestamp,
+)
 from services.usage.domain import Aggregation, IncomingEvent, RejectionReason, SubscriptionState
 from services.usage.handlers.queries import AggregateView
 
@@ -47,23 +53,29 @@ def timestamp_or_none(message: object, field: str) -> datetime | None:
     if not message.HasField(field):  # type: ignore[attr-defined]
         return None
     ts: Timestamp = getattr(message, field)
-    return ts.ToDatetime(tzinfo=UTC)
+    return from_timestamp(ts, field=field)
 
 
 def incoming_event(event: usage_pb2.UsageEvent) -> IncomingEvent:
     at: datetime | None = None
     if event.HasField("event_time"):
         ts = event.event_time
+        if not (
+            MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS
+            and 0 <= ts.nanos <= 999_999_999
+        ):
+            from_timestamp(ts, field="event_time")  # raises: names the field
         # Faster than ToDatetime on the hot path, and exact to the microsecond.
         at = datetime.fromtimestamp(ts.seconds, UTC).replace(microsecond=ts.nanos // 1000)
+    properties = event.properties  # each access builds a new wrapper: once
     return IncomingEvent(
-        org_id=event.org_id,
-        metric_code=event.metric_code,
-        idempotency_key=event.idempotency_key,
-        value=event.value,
-        event_time=at,
-        subscription_id=event.subscription_id,
-        properties=dict(event.properties) if event.properties else {},
+        event.org_id,
+        event.metric_code,
+        event.idempotency_key,
+        event.value,
+        at,
+        event.subscription_id,
+        dict(properties) if properties else {},
     )
 
 

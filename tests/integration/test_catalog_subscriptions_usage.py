@@ -16,13 +16,14 @@ from typing import TypeVar
 
 import grpc
 import pytest
-from tally.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from tally.catalog.v1 import catalog_pb2_grpc
 from tally.catalog.v1 import resources_pb2 as catalog
 from tally.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 from tally.usage.v1 import resources_pb2 as usage
 from tally.usage.v1 import usage_pb2, usage_pb2_grpc
 
 from services.kit import migrations
+from tests.support.catalog import publish_per_call_package
 from tests.support.services import service_in_process
 
 pytestmark = pytest.mark.integration
@@ -84,29 +85,11 @@ async def test_published_package_to_subscription_to_usage_to_entitlement(
     org = f"org_{uuid.uuid4().hex[:8]}"
 
     # 1. Admin: a count metric and a package with a hard limit of 3 calls a period.
-    metric = (
-        await catalog_api.CreateMetric(
-            catalog_pb2.CreateMetricRequest(
-                metric=catalog.BillableMetric(
-                    code="api_calls", name="API calls", aggregation=catalog.AGGREGATION_COUNT
-                )
-            ),
-            timeout=TIMEOUT,
-        )
-    ).metric
-    draft = catalog.PackageVersion(
-        name="Starter",
-        currency_code="USD",
-        billing_interval=catalog.BILLING_INTERVAL_MONTHLY,
-        base_fee_amount="10.00",
-        base_fee_timing=catalog.BASE_FEE_TIMING_IN_ADVANCE,
+    _, package = await publish_per_call_package(
+        catalog_api,
+        unit_amount="0.001",
+        timeout=TIMEOUT,
         trial_days=0,
-        charges=[
-            catalog.Charge(
-                metric_id=metric.metric_id,
-                standard=catalog.StandardProperties(unit_amount="0.001"),
-            )
-        ],
         feature_limits=[
             catalog.FeatureLimit(
                 feature_key="api_calls",
@@ -116,14 +99,6 @@ async def test_published_package_to_subscription_to_usage_to_entitlement(
                 metric_code="api_calls",
             )
         ],
-    )
-    package = (
-        await catalog_api.CreatePackage(
-            catalog_pb2.CreatePackageRequest(code="starter", draft=draft), timeout=TIMEOUT
-        )
-    ).package
-    await catalog_api.PublishPackage(
-        catalog_pb2.PublishPackageRequest(package_id=package.package_id), timeout=TIMEOUT
     )
 
     # 2. Portal: org subscribes once the subscriptions service has seen the publish.

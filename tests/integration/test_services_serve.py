@@ -25,6 +25,12 @@ pytestmark = pytest.mark.integration
 FULL_NAMES = {s: f"tally.{s}.v1.{s.capitalize()}Service" for s in SERVICE_NAMES}
 
 
+@pytest.fixture(autouse=True)
+def _stripe_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Payments refuses to start without a provider key; nothing here calls Stripe.
+    monkeypatch.setenv("PAYMENTS_STRIPE_API_KEY", "sk_test_unused")
+
+
 @pytest.fixture(scope="module")
 async def migrated(database_url: str) -> AsyncIterator[str]:
     for service in SERVICE_NAMES:

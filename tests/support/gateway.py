@@ -43,7 +43,7 @@ def token(
     permissions: list[str] | None = None,
     roles: list[str] | None = None,
     service: str | None = None,
-    ttl: int = 300,
+    ttl: int = 3600,  # module-level tokens must outlive a long session before use
     now: float | None = None,
 ) -> str:
     return issue_dev_token(

@@ -22,6 +22,7 @@ from services.invoicing.handlers.common import (
     profile_snapshot,
 )
 from services.invoicing.handlers.lifecycle import finalize
+from services.invoicing.metrics import invoice_entered
 from services.invoicing.rating import rate
 from services.invoicing.rating.wire import charge_from_proto
 from services.invoicing.repository import InvoicingUnitOfWork, PeriodAlreadyInvoiced
@@ -155,6 +156,7 @@ async def close_period(
     inv.grace_period_end = now + policy.grace_period
     try:
         await uow.repo.add_invoice(inv)
+        invoice_entered(uow, "draft")
     except PeriodAlreadyInvoiced:
         # A concurrent run won the unique index: answer its invoice.
         found = await uow.repo.period_invoice(subscription_id, period.period_start)
@@ -395,6 +397,7 @@ async def change_plan_now(
     inv.retax(line_id())
     try:
         await uow.repo.add_invoice(inv)
+        invoice_entered(uow, "draft")
     except PeriodAlreadyInvoiced:
         return None  # this change was already invoiced (a replayed event)
     if policy.grace_period <= timedelta(0):

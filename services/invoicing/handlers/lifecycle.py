@@ -14,6 +14,7 @@ from tally.events.v1 import invoicing_events_pb2 as ev
 from services.invoicing import domain as d
 from services.invoicing import protomap
 from services.invoicing.handlers.common import get_invoice, line_id, new_id, profile_snapshot
+from services.invoicing.metrics import invoice_entered
 from services.invoicing.repository import InvoicingUnitOfWork
 from services.invoicing.settings import Policy
 from services.kit.errors import InvalidArgument
@@ -39,6 +40,7 @@ async def finalize(
         # Credits larger than charges: the excess goes back to the balance.
         await uow.repo.add_balance(inv.org_id, inv.currency_code, -inv.gross, now)
     await uow.repo.save_invoice(inv)
+    invoice_entered(uow, "finalized")
     profile = inv.billing_profile
     uow.emit(
         ev.InvoiceFinalizedEvent(
@@ -55,6 +57,7 @@ async def finalize(
 
 
 def _emit_paid(uow: InvoicingUnitOfWork, inv: d.Invoice, payment_id: str) -> None:
+    invoice_entered(uow, "paid")
     uow.emit(
         ev.InvoicePaidEvent(
             invoice_id=inv.invoice_id,
@@ -82,6 +85,7 @@ async def void(uow: InvoicingUnitOfWork, invoice_id: str, reason: str, now: date
     inv = await get_invoice(uow, invoice_id, lock=True)
     inv.void(reason, now)
     await uow.repo.save_invoice(inv)
+    invoice_entered(uow, "voided")
     uow.emit(
         ev.InvoiceVoidedEvent(
             invoice_id=inv.invoice_id,
@@ -102,6 +106,7 @@ async def mark_uncollectible(
     inv = await get_invoice(uow, invoice_id, lock=True)
     inv.mark_uncollectible(reason, now)
     await uow.repo.save_invoice(inv)
+    invoice_entered(uow, "uncollectible")
     uow.emit(
         ev.InvoiceMarkedUncollectibleEvent(
             invoice_id=inv.invoice_id,

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Self
 
-from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,7 @@ from services.invoicing.repository.tables import (
     subscription_table,
 )
 from services.kit.db import Database
+from services.kit.keyset import newest_first
 from services.kit.outbox import Outbox
 from services.kit.uow import UnitOfWork
 
@@ -344,12 +345,7 @@ class InvoicingRepository:
             stmt = stmt.where(t.c.subscription_id == filters["subscription_id"])
         if filters.get("state"):
             stmt = stmt.where(t.c.state == filters["state"])
-        if after:
-            at = datetime.fromisoformat(after[0])
-            stmt = stmt.where(
-                or_(t.c.create_time < at, and_(t.c.create_time == at, t.c.invoice_id < after[1]))
-            )
-        stmt = stmt.order_by(t.c.create_time.desc(), t.c.invoice_id.desc()).limit(limit)
+        stmt = newest_first(stmt, t.c.create_time, t.c.invoice_id, after, limit)
         return [_invoice(r) for r in await self.session.execute(stmt)]
 
     async def due_drafts(self, now: datetime, limit: int) -> list[str]:
@@ -435,14 +431,7 @@ class InvoicingRepository:
             stmt = stmt.where(t.c.org_id == filters["org_id"])
         if filters.get("invoice_id"):
             stmt = stmt.where(t.c.invoice_id == filters["invoice_id"])
-        if after:
-            at = datetime.fromisoformat(after[0])
-            stmt = stmt.where(
-                or_(
-                    t.c.create_time < at, and_(t.c.create_time == at, t.c.credit_memo_id < after[1])
-                )
-            )
-        stmt = stmt.order_by(t.c.create_time.desc(), t.c.credit_memo_id.desc()).limit(limit)
+        stmt = newest_first(stmt, t.c.create_time, t.c.credit_memo_id, after, limit)
         return list(await self.session.execute(stmt))
 
     async def now(self) -> datetime:

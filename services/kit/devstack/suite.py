@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.nats import EmbeddedNats
 from services.kit.devstack.ports import ensure_port_free, free_port
 from services.kit.devstack.postgres import EmbeddedPostgres
+from services.kit.devstack.stripe import StripeEmulatorProcess, stripe_emulator_wanted
 from services.kit.settings import (
     DEFAULT_GATEWAY_PORT,
     DEFAULT_GRPC_PORTS,
@@ -51,6 +53,8 @@ class SuitePorts:
     gateway: int
     services: dict[str, int]
     http: dict[str, int] = field(default_factory=dict)
+    # The Stripe emulator's port (0: a free one, when the emulator runs at all).
+    stripe: int = 0
 
     @classmethod
     def defaults(cls) -> SuitePorts:
@@ -69,6 +73,7 @@ class SuitePorts:
             http={
                 s: _env_port(f"{s.upper()}_HTTP_PORT", DEFAULT_HTTP_PORTS[s]) for s in SERVICE_NAMES
             },
+            stripe=_env_port("TALLY_DEV_STRIPE_PORT", 0),
         )
 
     @classmethod
@@ -79,6 +84,7 @@ class SuitePorts:
             free_port(),
             {s: free_port() for s in SERVICE_NAMES},
             {s: free_port() for s in SERVICE_NAMES},
+            free_port(),
         )
 
 
@@ -91,6 +97,8 @@ class Suite:
     postgres: EmbeddedPostgres = field(init=False)
     nats: EmbeddedNats = field(init=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
+    # The local Stripe emulator, when no STRIPE_API_KEY is given and payments can use it.
+    stripe: StripeEmulatorProcess | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -102,6 +110,12 @@ class Suite:
             log_dir=self.log_dir,
         )
         self.nats = EmbeddedNats(self.data_dir / "nats", self.ports.nats, log_dir=self.log_dir)
+        if stripe_emulator_wanted({**os.environ, **self.extra_env}):
+            self.stripe = StripeEmulatorProcess(
+                self.ports.stripe or free_port(),
+                webhook_url=f"{self.service_http_url('payments')}/webhooks/stripe",
+                log_dir=self.log_dir,
+            )
 
     @property
     def log_dir(self) -> Path:
@@ -136,6 +150,9 @@ class Suite:
         for service, port in self.ports.services.items():
             env[f"{service.upper()}_GRPC_PORT"] = str(port)
             env[f"GATEWAY_{service.upper()}_ADDR"] = self.service_address(service)
+            # Where one service (invoicing's INVOICING_USAGE_ADDR reads USAGE_ADDR
+            # too) and the CLIs find another: off the default ports, nothing else would.
+            env[f"{service.upper()}_ADDR"] = self.service_address(service)
         for service, port in self.ports.http.items():
             env[f"{service.upper()}_HTTP_PORT"] = str(port)
         if "payments" in self.ports.http:
@@ -157,6 +174,8 @@ class Suite:
         self.postgres.start()
         self.nats.start()
         self.postgres.create_database(DATABASE)
+        if self.stripe is not None:
+            self.stripe.start()
 
     def migrate(self) -> None:
         from services.kit import migrations
@@ -164,12 +183,22 @@ class Suite:
         for service in SERVICE_NAMES:
             migrations.upgrade(service, self.database_url)
 
-    def start_process(self, name: str) -> subprocess.Popen[bytes]:
+    def process_env(self, name: str) -> dict[str, str]:
+        env = self.env()
+        if name == "payments" and self.stripe is not None:
+            env.update(self.stripe.payments_env())
+            env.update(self.extra_env)
+        return env
+
+    def start_process(
+        self, name: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start one process; ``env`` overrides this start only (an API-only replica, say)."""
         proc = spawn(
             [sys.executable, "-m", "services.cli.main", "serve", name],
             log_path=self.log_dir / f"{name}.log",
             deathsig=signal.SIGTERM,
-            env=self.env(),
+            env={**self.process_env(name), **(env or {})},
         )
         self.processes[name] = proc
         return proc
@@ -224,10 +253,67 @@ class Suite:
         if proc is not None:
             stop_child(proc, sig, timeout)
 
+    # -- faults: what the end-to-end fault tests do to a running suite --------
+
+    def kill_process(self, name: str) -> None:
+        """``kill -9``: no graceful stop, no chance to publish or ack anything."""
+        self.stop_process(name, signal.SIGKILL)
+
+    def restart_process(
+        self,
+        name: str,
+        sig: signal.Signals = signal.SIGKILL,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Stop one process with ``sig`` and start it again on the same ports."""
+        self.stop_process(name, sig)
+        self.start_process(name, env)
+
+    def restart_nats(self) -> None:
+        """Same port, same JetStream store: what a rolling NATS upgrade looks like."""
+        self.nats.stop()
+        self.nats.start()
+
+    def restart_postgres(self) -> None:
+        """Same port and data directory; the services must reconnect on their own."""
+        self.postgres.stop()
+        self.postgres.start()
+
+    def grpc_health(self, service: str, timeout: float = 1.0) -> str:
+        """The service's own gRPC health answer (SERVING, NOT_SERVING) or UNAVAILABLE."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.service_address(service)) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                )
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                return code.name if code is not None else "UNAVAILABLE"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    def wait_serving(self, services: tuple[str, ...] = SERVICE_NAMES, timeout: float = 60) -> None:
+        """Until each service answers SERVING itself; fail fast if a process died."""
+        deadline = time.monotonic() + timeout
+        waiting = list(services)
+        while waiting:
+            self.raise_if_exited()
+            waiting = [s for s in waiting if self.grpc_health(s) != "SERVING"]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                states = ", ".join(f"{s}={self.grpc_health(s)}" for s in waiting)
+                raise DevStackError(f"not SERVING after {timeout:g}s: {states}")
+            time.sleep(0.2)
+
     def stop(self) -> None:
         """Gateway first, then services, then NATS, then PostgreSQL; idempotent."""
         for name in reversed(PROCESSES):
             self.stop_process(name)
+        if self.stripe is not None:
+            self.stripe.stop()
         self.nats.stop()
         self.postgres.stop()
 

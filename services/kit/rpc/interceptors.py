@@ -1,7 +1,8 @@
 """Server interceptors: log every call and map errors to rich statuses.
 
 Servicers raise ``TallyError``s and never touch status codes; this is the one
-place that decides how an error looks on the wire.
+place that decides how an error looks on the wire. It also measures each
+call's latency and names the request it serves for the logs.
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ from typing import Any
 
 import grpc
 from grpc.aio import ServicerContext
+from opentelemetry import metrics, trace
 
 from services.kit.errors import TallyError
 from services.kit.rpc.status import code_for, internal_status, to_status
+from services.kit.rpc.translate import translate
+from services.kit.telemetry import request_id_var
 
 log = logging.getLogger("tally.rpc")
+_duration = metrics.get_meter("tally.kit.rpc").create_histogram(
+    "rpc.server.duration",
+    unit="ms",
+    description="gRPC server call latency, by service, method and status code",
+)
+_REQUEST_ID_HEADER = "x-request-id"
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -64,11 +74,15 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, ServicerContext], Awaitable[Any]]:
         async def wrapped(request: Any, context: ServicerContext) -> Any:
             started = time.perf_counter()
+            self._begin(request, context)
             try:
                 response = await behavior(request, context)
-            except Exception as exc:
+            except Exception as raised:
+                exc = translate(raised)
+                self._measure(method, _code_of(exc, context), started)
                 await self._abort(method, context, exc, started)
                 raise  # unreachable: abort raises
+            self._measure(method, _code_of(None, context), started)
             self._log(method, context, started)
             return response
 
@@ -79,15 +93,36 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, ServicerContext], AsyncIterator[Any]]:
         async def wrapped(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
+            self._begin(request, context)
             try:
                 async for response in behavior(request, context):
                     yield response
-            except Exception as exc:
+            except Exception as raised:
+                exc = translate(raised)
+                self._measure(method, _code_of(exc, context), started)
                 await self._abort(method, context, exc, started)
                 raise
+            self._measure(method, _code_of(None, context), started)
             self._log(method, context, started)
 
         return wrapped
+
+    def _begin(self, request: Any, context: ServicerContext) -> None:
+        # Each call runs in its own task, so the context variable is the call's.
+        request_id_var.set(_request_id(request, context))
+        trace.get_current_span().set_attribute("tally.service", self.service)
+
+    def _measure(self, method: str, code: str, started: float) -> None:
+        service, _, name = method.lstrip("/").partition("/")
+        _duration.record(
+            (time.perf_counter() - started) * 1000,
+            {
+                "service": self.service,
+                "rpc.service": service,
+                "rpc.method": name,
+                "rpc.grpc.status_code": code,
+            },
+        )
 
     async def _abort(
         self, method: str, context: ServicerContext, exc: Exception, started: float
@@ -112,6 +147,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             getattr(code, "name", "OK") if code else "OK",
             (time.perf_counter() - started) * 1000,
         )
+
+
+def _request_id(request: Any, context: ServicerContext) -> str:
+    """The gateway's X-Request-Id, else the AIP-155 ``request_id`` of a mutation."""
+    for key, value in context.invocation_metadata() or ():
+        if key == _REQUEST_ID_HEADER and isinstance(value, str):
+            return value
+    value = getattr(request, "request_id", "")
+    return value if isinstance(value, str) else ""
+
+
+def _code_of(exc: Exception | None, context: ServicerContext) -> str:
+    if isinstance(exc, TallyError):
+        return str(code_for(exc).name)
+    code = context.code()
+    if code is not None and code != grpc.StatusCode.OK:
+        return str(getattr(code, "name", code))
+    return "OK" if exc is None else "INTERNAL"
 
 
 def _already_aborted(context: ServicerContext) -> bool:

@@ -26,6 +26,7 @@ from services.usage.domain.events import (
 from services.usage.domain.periods import (
     PeriodView,
     Placement,
+    PlacementCache,
     SubscriptionState,
     SubscriptionView,
     resolve_subscription,
@@ -42,6 +43,7 @@ __all__ = [
     "MetricView",
     "PeriodView",
     "Placement",
+    "PlacementCache",
     "Rejected",
     "RejectionReason",
     "StoredEvent",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.usage.domain.reasons import Rejected, RejectionReason
@@ -137,3 +137,65 @@ def resolve_subscription(
         RejectionReason.NO_ACTIVE_SUBSCRIPTION,
         f"org {org_id} has no subscription taking usage at {at.isoformat()}",
     )
+
+
+# States in which a subscription takes usage at every instant of its periods.
+_ALWAYS_TAKING = frozenset(
+    {SubscriptionState.TRIALING, SubscriptionState.ACTIVE, SubscriptionState.PAST_DUE}
+)
+
+
+def _stable_window(
+    sub: SubscriptionView, period: PeriodView
+) -> tuple[datetime, datetime | None] | None:
+    """The instants at which ``sub`` alone would place an event in ``period``, if simple.
+
+    None unless the answer is plainly the same throughout: the subscription
+    takes usage at every instant and no other period of it overlaps this one.
+    The latest open period also takes what comes after its end (see
+    ``SubscriptionView.period_at``), so its window has no end.
+    """
+    if sub.state not in _ALWAYS_TAKING or period.closed:
+        return None
+    for other in sub.periods:
+        if other is not period and other.start < period.end and period.start < other.end:
+            return None
+    last = sub.periods[-1] if sub.periods else None
+    return period.start, None if last is period else period.end
+
+
+@dataclass
+class PlacementCache:
+    """``resolve_subscription`` for a whole batch, each answer reused while it must hold.
+
+    A batch's events mostly belong to a few subscriptions; when one
+    subscription is in play (the event names it, or it is its org's only one)
+    and takes usage throughout, every instant of a period gets the same
+    placement, so it is worked out once per (org, subscription id, period)
+    instead of once per event.
+    """
+
+    by_id: Mapping[str, SubscriptionView]
+    by_org: Mapping[str, Sequence[SubscriptionView]]
+    _known: dict[tuple[str, str], tuple[Placement, datetime, datetime | None]] = field(
+        default_factory=dict
+    )
+
+    def resolve(self, org_id: str, subscription_id: str, at: datetime) -> Placement | Rejected:
+        key = (org_id, subscription_id)
+        hit = self._known.get(key)
+        if hit is not None:
+            placement, start, end = hit
+            if start <= at and (end is None or at < end):
+                return placement
+        outcome = resolve_subscription(org_id, subscription_id, at, self.by_id, self.by_org)
+        if isinstance(outcome, Placement):
+            if subscription_id:
+                sub: SubscriptionView | None = self.by_id.get(subscription_id)
+            else:
+                candidates = self.by_org.get(org_id, ())
+                sub = candidates[0] if len(candidates) == 1 else None
+            window = _stable_window(sub, outcome.period) if sub is not None else None
+            if window is not None:
+                self._known[key] = (outcome, *window)
+        return outcome

@@ -19,12 +19,14 @@ from opentelemetry import metrics
 from services.kit.uow import UnitOfWork
 from services.usage.domain import (
     IncomingEvent,
+    PlacementCache,
     Rejected,
     RejectionReason,
     ValidEvent,
     validate_event,
 )
 from services.usage.repository.ingest import existing_keys, load_context, store_events
+from services.usage.tracelinks import AggregateKey, links_wanted, remember_ingestion
 
 log = logging.getLogger("services.usage.ingest")
 _meter = metrics.get_meter("tally.usage")
@@ -32,6 +34,11 @@ _dropped = _meter.create_counter(
     "billing.usage.dropped",
     unit="{event}",
     description="Usage events rejected at ingestion, by reason",
+)
+_processed = _meter.create_counter(
+    "billing.usage.processed",
+    unit="{event}",
+    description="Usage events ingested: accepted (counted now) or duplicate (counted before)",
 )
 
 # Batches at least this large are staged with COPY; smaller ones with unnest.
@@ -44,7 +51,7 @@ class EventStatus(enum.Enum):
     REJECTED = "rejected"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per event: not frozen, see domain.events.IncomingEvent
 class EventResult:
     index: int
     idempotency_key: str
@@ -57,6 +64,8 @@ class EventResult:
 @dataclass(frozen=True)
 class BatchOutcome:
     results: list[EventResult]
+    # The aggregates this batch changed (events stored for the first time).
+    touched: frozenset[AggregateKey] = frozenset()
 
     def count(self, status: EventStatus) -> int:
         return sum(1 for r in self.results if r.status is status)
@@ -81,7 +90,7 @@ async def record_usage(
     now: datetime,
     copy_threshold: int = DEFAULT_COPY_THRESHOLD,
 ) -> BatchOutcome:
-    """Store and aggregate a batch; the caller commits, then calls ``report_drops``."""
+    """Store and aggregate a batch; the caller commits, then calls ``report_outcome``."""
     if not events:
         return BatchOutcome([])
     session = uow.session
@@ -95,6 +104,7 @@ async def record_usage(
     results: list[EventResult | None] = [None] * len(events)
     to_store: list[ValidEvent] = []
     stored_at: dict[tuple[str, str], int] = {}
+    placements = PlacementCache(context.by_id, context.by_org)
     for index, event in enumerate(events):
         outcome = validate_event(
             event,
@@ -102,6 +112,7 @@ async def record_usage(
             metrics=context.metrics,
             subscriptions_by_id=context.by_id,
             subscriptions_by_org=context.by_org,
+            placements=placements,
         )
         key = (event.org_id, event.idempotency_key)
         if isinstance(outcome, Rejected):
@@ -131,7 +142,14 @@ async def record_usage(
         status = EventStatus.ACCEPTED if key in inserted else EventStatus.DUPLICATE
         results[index] = EventResult(index, valid.idempotency_key, status, org_id=valid.org_id)
     await _rejections_already_stored_are_duplicates(uow, results)
-    return BatchOutcome([r for r in results if r is not None])
+    touched: frozenset[AggregateKey] = frozenset()
+    if links_wanted():  # only for trace links: skipped on the hot path when nobody traces
+        touched = frozenset(
+            (v.subscription_id, v.metric_code, v.period_start)
+            for v in to_store
+            if (v.org_id, v.idempotency_key) in inserted
+        )
+    return BatchOutcome([r for r in results if r is not None], touched)
 
 
 async def _rejections_already_stored_are_duplicates(
@@ -161,6 +179,15 @@ async def _rejections_already_stored_are_duplicates(
                 message="already stored",
                 org_id=r.org_id,
             )
+
+
+def report_outcome(outcome: BatchOutcome) -> None:
+    """Metrics, drop log lines and trace links of a batch; call once, after it committed."""
+    for status in (EventStatus.ACCEPTED, EventStatus.DUPLICATE):
+        if n := outcome.count(status):
+            _processed.add(n, {"status": status.value})
+    report_drops(outcome)
+    remember_ingestion(outcome.touched)
 
 
 def report_drops(outcome: BatchOutcome) -> None:

@@ -38,15 +38,18 @@ def nowhere() -> dict[str, str]:
     }
 
 
-ROUTES = {
-    "portal": ("GET", "/portal/billing/v1/subscriptions", portal_headers("org_a")),
-    "admin": ("GET", "/super-admin/billing/v1/metrics", admin_headers()),
-    "internal": (
-        "POST",
-        "/internal/billing/v1/entitlements:check",
-        service_headers(),
-    ),
-}
+def routes() -> dict[str, tuple[str, str, dict[str, str]]]:
+    # Tokens are minted when the test runs, not at import: a slow full run
+    # must not hand a test a token that expired while it waited.
+    return {
+        "portal": ("GET", "/portal/billing/v1/subscriptions", portal_headers("org_a")),
+        "admin": ("GET", "/super-admin/billing/v1/metrics", admin_headers()),
+        "internal": (
+            "POST",
+            "/internal/billing/v1/entitlements:check",
+            service_headers(),
+        ),
+    }
 
 
 @pytest.mark.parametrize("group", ["portal", "admin", "internal"])
@@ -55,14 +58,15 @@ async def test_disabled_group_is_404(group: str) -> None:
         **nowhere(), audit_dir="", **{f"{group}_billing_enabled": False}, grpc_deadline_seconds=1
     )
     async with gateway_client(settings) as http:
-        method, path, headers = ROUTES[group]
+        every = routes()
+        method, path, headers = every[group]
         off = await http.request(
             method, path, headers=headers, json={} if method == "POST" else None
         )
         assert off.status_code == 404
         assert off.headers["content-type"].startswith("application/problem+json")
         # The other groups still answer (503: their service is away, policy passed).
-        for other, (m, p, h) in ROUTES.items():
+        for other, (m, p, h) in every.items():
             if other != group:
                 r = await http.request(m, p, headers=h, json={} if m == "POST" else None)
                 assert r.status_code == 503, (other, r.text)

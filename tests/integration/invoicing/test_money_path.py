@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from tally.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from tally.catalog.v1 import resources_pb2 as catalog
+from tally.catalog.v1 import catalog_pb2_grpc
 from tally.events.v1 import payments_events_pb2
 from tally.invoicing.v1 import invoicing_pb2, invoicing_pb2_grpc
 from tally.invoicing.v1 import resources_pb2 as inv_pb
@@ -26,6 +25,7 @@ from services.kit.events import EventEnvelope
 from services.kit.protoconv import to_timestamp
 from services.kit.streams import producer_stream
 from tests.integration.test_catalog_subscriptions_usage import eventually
+from tests.support.catalog import publish_per_call_package
 from tests.support.services import service_in_process
 
 pytestmark = pytest.mark.integration
@@ -79,37 +79,7 @@ async def test_period_close_to_paid_invoice(
     invoicing_api = invoicing_pb2_grpc.InvoicingServiceStub(suite["invoicing"])
     org = f"org_{uuid.uuid4().hex[:8]}"
 
-    metric = (
-        await catalog_api.CreateMetric(
-            catalog_pb2.CreateMetricRequest(
-                metric=catalog.BillableMetric(
-                    code="api_calls", name="API calls", aggregation=catalog.AGGREGATION_COUNT
-                )
-            ),
-            timeout=TIMEOUT,
-        )
-    ).metric
-    draft = catalog.PackageVersion(
-        name="Starter",
-        currency_code="USD",
-        billing_interval=catalog.BILLING_INTERVAL_MONTHLY,
-        base_fee_amount="10.00",
-        base_fee_timing=catalog.BASE_FEE_TIMING_IN_ADVANCE,
-        charges=[
-            catalog.Charge(
-                metric_id=metric.metric_id,
-                standard=catalog.StandardProperties(unit_amount="0.5"),
-            )
-        ],
-    )
-    package = (
-        await catalog_api.CreatePackage(
-            catalog_pb2.CreatePackageRequest(code="starter", draft=draft), timeout=TIMEOUT
-        )
-    ).package
-    await catalog_api.PublishPackage(
-        catalog_pb2.PublishPackageRequest(package_id=package.package_id), timeout=TIMEOUT
-    )
+    _, package = await publish_per_call_package(catalog_api, timeout=TIMEOUT)
     created = await eventually(
         lambda: subscriptions_api.CreateSubscription(
             subscriptions_pb2.CreateSubscriptionRequest(

@@ -5,31 +5,16 @@ from __future__ import annotations
 import logging
 
 import pytest
-from opentelemetry import metrics
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from services.usage.domain import RejectionReason
 from services.usage.handlers.ingest import BatchOutcome, EventResult, EventStatus, report_drops
-
-
-def _dropped(reader: InMemoryMetricReader) -> dict[str, int]:
-    data = reader.get_metrics_data()
-    counts: dict[str, int] = {}
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == "billing.usage.dropped":
-                    for point in metric.data.data_points:
-                        counts[str(point.attributes["reason"])] = int(point.value)  # type: ignore[index,attr-defined]
-    return counts
+from tests.support.metrics import local_samples, value
 
 
 def test_each_rejection_is_counted_by_reason_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    reader = InMemoryMetricReader()
-    # The ingest module's meter was taken from the global proxy at import; it
-    # follows the provider set here.
-    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    # The meter provider is process-wide (set once, by whichever test or
+    # service came first), so the test reads the counters' increase.
+    before = local_samples()
     outcome = BatchOutcome(
         [
             EventResult(0, "ok", EventStatus.ACCEPTED, org_id="o"),
@@ -41,7 +26,13 @@ def test_each_rejection_is_counted_by_reason_and_logged(caplog: pytest.LogCaptur
     )
     with caplog.at_level(logging.WARNING, logger="services.usage.ingest"):
         report_drops(outcome)
-    assert _dropped(reader) == {"UNKNOWN_METRIC": 2, "PERIOD_CLOSED": 1}
+    after = local_samples()
+    dropped = "billing_usage_dropped_total"
+    increase = {
+        reason: value(after, dropped, reason=reason) - value(before, dropped, reason=reason)
+        for reason in ("UNKNOWN_METRIC", "PERIOD_CLOSED", "NO_ACTIVE_SUBSCRIPTION")
+    }
+    assert increase == {"UNKNOWN_METRIC": 2, "PERIOD_CLOSED": 1, "NO_ACTIVE_SUBSCRIPTION": 0}
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3
     assert lines[2].startswith("billing_usage_event_drop reason=PERIOD_CLOSED event_id=e4")

@@ -1,0 +1,5 @@
+import sys
+
+from devtools.bench.runner import main
+
+sys.exit(main())

@@ -1,0 +1,18 @@
+"""Where the CLI finds each service: ``<SERVICE>_ADDR`` or the README's port on localhost."""
+
+from __future__ import annotations
+
+import os
+
+from services.kit.settings import DEFAULT_GRPC_PORTS, SERVICE_NAMES
+
+
+def service_address(service: str, override: str | None = None) -> str:
+    """``override`` (a ``--address`` flag) first, then ``<SERVICE>_ADDR``, then the default."""
+    return override or os.environ.get(
+        f"{service.upper()}_ADDR", f"127.0.0.1:{DEFAULT_GRPC_PORTS[service]}"
+    )
+
+
+def all_service_addresses() -> dict[str, str]:
+    return {s: service_address(s) for s in SERVICE_NAMES}

@@ -1,0 +1,480 @@
+"""The payments repository: SQL for this schema only, and the unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, fields
+from datetime import datetime, timedelta
+from typing import Any, Self
+
+from sqlalchemy import Row, and_, case, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.kit.db import Database
+from services.kit.keyset import newest_first
+from services.kit.outbox import Outbox
+from services.kit.uow import UnitOfWork
+from services.payments import domain as d
+from services.payments.repository.tables import (
+    customer_table,
+    invoice_table,
+    payment_attempt_table,
+    payment_method_table,
+    payment_table,
+    provider_event_table,
+    refund_table,
+    sync_state_table,
+)
+
+
+def _values(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(obj).items() if k not in skip}
+    for k, v in out.items():
+        if isinstance(v, str) and k in ("state", "trigger", "action_reason"):
+            out[k] = str(v)
+    return out
+
+
+def _payment(row: Row[Any]) -> d.Payment:
+    m = row._mapping
+    names = {f.name for f in fields(d.Payment)}
+    values = {k: m[k] for k in names if k in m}
+    values["state"] = d.PaymentState(m["state"])
+    values["action_reason"] = (
+        None if m["action_reason"] is None else d.ActionReason(m["action_reason"])
+    )
+    return d.Payment(**values)
+
+
+def _attempt(row: Row[Any]) -> d.Attempt:
+    m = row._mapping
+    names = {f.name for f in fields(d.Attempt)}
+    values = {k: m[k] for k in names if k in m}
+    values["state"] = d.AttemptState(m["state"])
+    values["trigger"] = d.AttemptTrigger(m["trigger"])
+    values["provider_payment_intent_id"] = m["provider_payment_intent_id"] or ""
+    return d.Attempt(**values)
+
+
+def _refund(row: Row[Any]) -> d.Refund:
+    m = row._mapping
+    names = {f.name for f in fields(d.Refund)}
+    values = {k: m[k] for k in names if k in m}
+    values["state"] = d.RefundState(m["state"])
+    values["provider_refund_id"] = m["provider_refund_id"] or ""
+    return d.Refund(**values)
+
+
+def _attempt_values(a: d.Attempt) -> dict[str, Any]:
+    values = _values(a)
+    # NULL, not "", until the provider names it: the column is unique.
+    values["provider_payment_intent_id"] = a.provider_payment_intent_id or None
+    return values
+
+
+def _refund_values(r: d.Refund) -> dict[str, Any]:
+    values = _values(r)
+    values["provider_refund_id"] = r.provider_refund_id or None
+    return values
+
+
+class PaymentsRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # ---------------------------------------------------------- customers
+
+    async def customer_id(self, org_id: str) -> str | None:
+        found: str | None = await self.session.scalar(
+            select(customer_table.c.provider_customer_id).where(customer_table.c.org_id == org_id)
+        )
+        return found
+
+    async def remember_customer(self, org_id: str, provider: str, customer_id: str) -> str:
+        """The org's customer id: this one, or the one a concurrent first need stored."""
+        await self.session.execute(
+            pg_insert(customer_table)
+            .values(org_id=org_id, provider=provider, provider_customer_id=customer_id)
+            .on_conflict_do_nothing(index_elements=["org_id"])
+        )
+        stored = await self.customer_id(org_id)
+        assert stored is not None
+        return stored
+
+    async def org_of_customer(self, customer_id: str) -> str | None:
+        found: str | None = await self.session.scalar(
+            select(customer_table.c.org_id).where(
+                customer_table.c.provider_customer_id == customer_id
+            )
+        )
+        return found
+
+    # ---------------------------------------------------------- payment methods
+
+    async def method(self, payment_method_id: str) -> Row[Any] | None:
+        return (
+            await self.session.execute(
+                select(payment_method_table).where(
+                    payment_method_table.c.payment_method_id == payment_method_id
+                )
+            )
+        ).first()
+
+    async def method_by_provider_id(self, provider_method_id: str) -> Row[Any] | None:
+        return (
+            await self.session.execute(
+                select(payment_method_table).where(
+                    payment_method_table.c.provider_payment_method_id == provider_method_id
+                )
+            )
+        ).first()
+
+    async def default_method(self, org_id: str) -> Row[Any] | None:
+        t = payment_method_table
+        return (
+            await self.session.execute(
+                select(t).where(t.c.org_id == org_id, t.c.is_default, t.c.detached_time.is_(None))
+            )
+        ).first()
+
+    async def insert_method(self, values: Mapping[str, Any]) -> None:
+        await self.session.execute(
+            pg_insert(payment_method_table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["provider_payment_method_id"])
+        )
+
+    async def make_default(self, org_id: str, payment_method_id: str) -> None:
+        t = payment_method_table
+        await self.session.execute(
+            update(t)
+            .where(t.c.org_id == org_id, t.c.is_default, t.c.payment_method_id != payment_method_id)
+            .values(is_default=False)
+        )
+        await self.session.execute(
+            update(t).where(t.c.payment_method_id == payment_method_id).values(is_default=True)
+        )
+
+    async def detach_method(self, payment_method_id: str, now: datetime) -> None:
+        t = payment_method_table
+        await self.session.execute(
+            update(t)
+            .where(t.c.payment_method_id == payment_method_id)
+            .values(is_default=False, detached_time=now)
+        )
+
+    async def list_methods(
+        self, org_id: str, after: list[Any] | None, limit: int
+    ) -> list[Row[Any]]:
+        t = payment_method_table
+        # Default first (rank 0), then newest first.
+        rank = case((t.c.is_default, 0), else_=1)
+        stmt = select(t, rank.label("rank")).where(
+            t.c.org_id == org_id, t.c.detached_time.is_(None)
+        )
+        if after:
+            a_rank, a_time, a_id = int(after[0]), datetime.fromisoformat(after[1]), after[2]
+            stmt = stmt.where(
+                or_(
+                    rank > a_rank,
+                    and_(rank == a_rank, t.c.create_time < a_time),
+                    and_(rank == a_rank, t.c.create_time == a_time, t.c.payment_method_id < a_id),
+                )
+            )
+        stmt = stmt.order_by(rank, t.c.create_time.desc(), t.c.payment_method_id.desc()).limit(
+            limit
+        )
+        return list((await self.session.execute(stmt)).all())
+
+    # ---------------------------------------------------------- invoices
+
+    async def upsert_invoice(self, values: Mapping[str, Any]) -> None:
+        stmt = pg_insert(invoice_table).values(**values)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["invoice_id"],
+                set_={k: stmt.excluded[k] for k in values if k != "invoice_id"},
+            )
+        )
+
+    async def set_invoice_state(self, invoice_id: str, state: str, now: datetime) -> None:
+        await self.session.execute(
+            update(invoice_table)
+            .where(invoice_table.c.invoice_id == invoice_id)
+            .values(state=state, update_time=now)
+        )
+
+    async def invoice(self, invoice_id: str) -> Row[Any] | None:
+        return (
+            await self.session.execute(
+                select(invoice_table).where(invoice_table.c.invoice_id == invoice_id)
+            )
+        ).first()
+
+    # ---------------------------------------------------------- payments
+
+    async def payment(self, payment_id: str, *, lock: bool = False) -> d.Payment | None:
+        stmt = select(payment_table).where(payment_table.c.payment_id == payment_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = (await self.session.execute(stmt)).first()
+        return None if row is None else _payment(row)
+
+    async def payment_of_invoice(self, invoice_id: str, *, lock: bool = False) -> d.Payment | None:
+        stmt = select(payment_table).where(payment_table.c.invoice_id == invoice_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = (await self.session.execute(stmt)).first()
+        return None if row is None else _payment(row)
+
+    async def insert_payment(self, p: d.Payment) -> bool:
+        """False when the invoice already has its payment (a redelivered finalize)."""
+        result = await self.session.execute(
+            pg_insert(payment_table)
+            .values(**_values(p))
+            .on_conflict_do_nothing(index_elements=["invoice_id"])
+            .returning(payment_table.c.payment_id)
+        )
+        return result.first() is not None
+
+    async def save_payment(self, p: d.Payment) -> None:
+        await self.session.execute(
+            update(payment_table)
+            .where(payment_table.c.payment_id == p.payment_id)
+            .values(**_values(p, skip=("payment_id",)))
+        )
+
+    async def due_retries(self, now: datetime, limit: int) -> list[str]:
+        t = payment_table
+        rows = await self.session.execute(
+            select(t.c.payment_id)
+            .where(t.c.state == d.PaymentState.RETRY_SCHEDULED.value, t.c.next_retry_time <= now)
+            .order_by(t.c.next_retry_time)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [r[0] for r in rows]
+
+    async def waiting_for_method(self, org_id: str) -> list[str]:
+        t = payment_table
+        rows = await self.session.execute(
+            select(t.c.payment_id).where(
+                t.c.org_id == org_id,
+                t.c.state == d.PaymentState.REQUIRES_ACTION.value,
+                t.c.action_reason == d.ActionReason.NO_PAYMENT_METHOD.value,
+            )
+        )
+        return [r[0] for r in rows]
+
+    async def list_payments(
+        self, filters: Mapping[str, Any], after: list[Any] | None, limit: int
+    ) -> list[d.Payment]:
+        t = payment_table
+        stmt = select(t)
+        if filters.get("org_id"):
+            stmt = stmt.where(t.c.org_id == filters["org_id"])
+        if filters.get("invoice_id"):
+            stmt = stmt.where(t.c.invoice_id == filters["invoice_id"])
+        if filters.get("state"):
+            stmt = stmt.where(t.c.state == filters["state"])
+        stmt = newest_first(stmt, t.c.create_time, t.c.payment_id, after, limit)
+        return [_payment(r) for r in await self.session.execute(stmt)]
+
+    # ---------------------------------------------------------- attempts
+
+    async def insert_attempt(self, a: d.Attempt) -> None:
+        await self.session.execute(pg_insert(payment_attempt_table).values(**_attempt_values(a)))
+
+    async def save_attempt(self, a: d.Attempt) -> None:
+        values = _attempt_values(a)
+        values.pop("attempt_id")
+        await self.session.execute(
+            update(payment_attempt_table)
+            .where(payment_attempt_table.c.attempt_id == a.attempt_id)
+            .values(**values)
+        )
+
+    async def attempt(self, attempt_id: str) -> d.Attempt | None:
+        row = (
+            await self.session.execute(
+                select(payment_attempt_table).where(
+                    payment_attempt_table.c.attempt_id == attempt_id
+                )
+            )
+        ).first()
+        return None if row is None else _attempt(row)
+
+    async def attempt_by_intent(self, payment_intent_id: str) -> d.Attempt | None:
+        row = (
+            await self.session.execute(
+                select(payment_attempt_table).where(
+                    payment_attempt_table.c.provider_payment_intent_id == payment_intent_id
+                )
+            )
+        ).first()
+        return None if row is None else _attempt(row)
+
+    async def list_attempts(
+        self, payment_id: str, after: list[Any] | None, limit: int
+    ) -> list[d.Attempt]:
+        t = payment_attempt_table
+        stmt = select(t).where(t.c.payment_id == payment_id)
+        if after:
+            stmt = stmt.where(t.c.attempt_number < int(after[0]))
+        stmt = stmt.order_by(t.c.attempt_number.desc()).limit(limit)
+        return [_attempt(r) for r in await self.session.execute(stmt)]
+
+    async def claim_undispatched(
+        self, now: datetime, lease: timedelta, limit: int, attempt_id: str | None = None
+    ) -> list[d.Attempt]:
+        """Lease attempts whose provider call has no recorded answer yet.
+
+        The lease (not a held row lock) keeps replicas from sending the same
+        attempt at once while no transaction stays open over the provider call.
+        """
+        t = payment_attempt_table
+        pick = (
+            select(t.c.attempt_id)
+            .where(~t.c.dispatched, t.c.state == d.AttemptState.PROCESSING.value)
+            .order_by(t.c.create_time)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if attempt_id is not None:
+            # The attempt's creator: it holds the lease it was created with.
+            pick = pick.where(t.c.attempt_id == attempt_id)
+        else:
+            pick = pick.where(or_(t.c.lease_until.is_(None), t.c.lease_until < now))
+        rows = await self.session.execute(
+            update(t)
+            .where(t.c.attempt_id.in_(pick.scalar_subquery()))
+            .values(lease_until=now + lease)
+            .returning(t)
+        )
+        return [_attempt(r) for r in rows]
+
+    async def unsettled(self, sent_before: datetime, limit: int) -> list[d.Attempt]:
+        """Attempts the provider accepted whose outcome never reached us."""
+        t = payment_attempt_table
+        rows = await self.session.execute(
+            select(t)
+            .where(
+                t.c.dispatched,
+                t.c.state == d.AttemptState.PROCESSING.value,
+                t.c.provider_payment_intent_id.is_not(None),
+                t.c.create_time < sent_before,
+            )
+            .order_by(t.c.create_time)
+            .limit(limit)
+        )
+        return [_attempt(r) for r in rows]
+
+    # ---------------------------------------------------------- refunds
+
+    async def insert_refund(self, r: d.Refund) -> None:
+        await self.session.execute(pg_insert(refund_table).values(**_refund_values(r)))
+
+    async def save_refund(self, r: d.Refund) -> None:
+        values = _refund_values(r)
+        values.pop("refund_id")
+        await self.session.execute(
+            update(refund_table).where(refund_table.c.refund_id == r.refund_id).values(**values)
+        )
+
+    async def refund(self, refund_id: str) -> d.Refund | None:
+        row = (
+            await self.session.execute(
+                select(refund_table).where(refund_table.c.refund_id == refund_id)
+            )
+        ).first()
+        return None if row is None else _refund(row)
+
+    async def refund_by_provider_id(self, provider_refund_id: str) -> d.Refund | None:
+        row = (
+            await self.session.execute(
+                select(refund_table).where(refund_table.c.provider_refund_id == provider_refund_id)
+            )
+        ).first()
+        return None if row is None else _refund(row)
+
+    async def refunds_of(self, payment_id: str) -> list[d.Refund]:
+        rows = await self.session.execute(
+            select(refund_table)
+            .where(refund_table.c.payment_id == payment_id)
+            .order_by(refund_table.c.create_time)
+        )
+        return [_refund(r) for r in rows]
+
+    async def unsent_refunds(self, created_before: datetime, limit: int) -> list[str]:
+        t = refund_table
+        rows = await self.session.execute(
+            select(t.c.refund_id)
+            .where(
+                t.c.state == d.RefundState.PENDING.value,
+                t.c.provider_refund_id.is_(None),
+                t.c.create_time < created_before,
+            )
+            .order_by(t.c.create_time)
+            .limit(limit)
+        )
+        return [r[0] for r in rows]
+
+    async def list_refunds(
+        self, filters: Mapping[str, Any], after: list[Any] | None, limit: int
+    ) -> list[d.Refund]:
+        t = refund_table
+        stmt = select(t)
+        if filters.get("org_id"):
+            stmt = stmt.where(t.c.org_id == filters["org_id"])
+        if filters.get("payment_id"):
+            stmt = stmt.where(t.c.payment_id == filters["payment_id"])
+        stmt = newest_first(stmt, t.c.create_time, t.c.refund_id, after, limit)
+        return [_refund(r) for r in await self.session.execute(stmt)]
+
+    # ---------------------------------------------------------- provider events, sync
+
+    async def claim_event(
+        self, event_id: str, provider: str, kind: str, created: datetime, source: str
+    ) -> bool:
+        """True the first time this provider event is seen (webhook and sync share it)."""
+        result = await self.session.execute(
+            pg_insert(provider_event_table)
+            .values(event_id=event_id, provider=provider, kind=kind, created=created, source=source)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(provider_event_table.c.event_id)
+        )
+        return result.first() is not None
+
+    async def sync_cursor(self, name: str, *, lock: bool = False) -> datetime | None:
+        stmt = select(sync_state_table.c.cursor_time).where(sync_state_table.c.name == name)
+        if lock:
+            stmt = stmt.with_for_update()
+        found: datetime | None = await self.session.scalar(stmt)
+        return found
+
+    async def set_sync_cursor(self, name: str, cursor: datetime, now: datetime) -> None:
+        stmt = pg_insert(sync_state_table).values(name=name, cursor_time=cursor, update_time=now)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"cursor_time": stmt.excluded.cursor_time, "update_time": now},
+            )
+        )
+
+
+class PaymentsUnitOfWork(UnitOfWork):
+    repo: PaymentsRepository
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        on_events_committed: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(database, outbox, on_events_committed)
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self.repo = PaymentsRepository(self.session)
+        return self

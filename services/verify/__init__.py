@@ -1,0 +1,1 @@
+"""``tally verify``: the suite's cross-service invariants, checked read-only."""
