@@ -17,7 +17,6 @@ servers and the gateway's channels live.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,8 +45,9 @@ EXCLUDED = {
 # Invoicing and payments are not started here: their routes answer 503, so
 # only the running services' operations (tag = service) and the gateway's are fuzzed.
 FUZZED_TAGS = {*RUNNING_SERVICES, "gateway"}
-MAX_EXAMPLES = 15  # per operation and generation mode
-BUDGET_SECONDS = 40.0  # whole fuzz; the module's start-up adds a few seconds
+# Per operation and generation mode. Every operation is fuzzed, always: a
+# wall-clock budget would make what is covered depend on the machine's load.
+MAX_EXAMPLES = 8
 REQUEST_TIMEOUT = 15.0
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
 
@@ -112,13 +112,8 @@ async def test_schemathesis_finds_no_server_error(client: httpx.AsyncClient) -> 
         sent += 1
         return response
 
-    def fuzz() -> list[str]:
-        started = time.monotonic()
-        skipped: list[str] = []
+    def fuzz() -> None:
         for operation in operations:
-            if time.monotonic() - started > BUDGET_SECONDS:
-                skipped.append(operation.label)
-                continue
             for mode in MODES:
 
                 @given(case=operation.as_strategy(generation_mode=mode))
@@ -136,11 +131,8 @@ async def test_schemathesis_finds_no_server_error(client: httpx.AsyncClient) -> 
                     check()
                 except Exception as exc:  # one line per failing operation, all of them
                     failures.append(f"{operation.label} [{mode.value}]: {exc}"[:2000])
-        return skipped
 
-    skipped = await asyncio.to_thread(fuzz)
+    await asyncio.to_thread(fuzz)
     assert not failures, "\n\n".join(failures)
-    # The budget bounds the runtime on a slow machine; most operations must still run.
-    assert len(skipped) <= len(operations) // 4, skipped
-    print(f"schemathesis: {len(operations)} operations, {sent} requests, skipped {skipped}")
-    assert sent >= len(operations), sent
+    print(f"schemathesis: {len(operations)} operations, {sent} requests")
+    assert sent >= len(operations) * len(MODES), sent
