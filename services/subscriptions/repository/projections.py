@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, or_, select
+from sqlalchemy import Row, Select, and_, bindparam, case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -221,52 +221,7 @@ class ProjectionQueries:
     async def entitlement(self, org_id: str, feature_key: str) -> EntitlementRow | None:
         """One statement: the org's entitled subscriptions, the feature's limit on
         each pinned version and this period's usage of its metric."""
-        s, fl, u = subscription_table, feature_limit_table, usage_aggregate_table
-        used = (
-            select(func.coalesce(func.sum(u.c.value), 0))
-            .where(
-                u.c.subscription_id == s.c.subscription_id,
-                u.c.metric_code == fl.c.metric_code,
-                or_(
-                    fl.c.resets_each_period.is_(False),
-                    u.c.period_start == s.c.current_period_start,
-                ),
-            )
-            .scalar_subquery()
-        )
-        stmt = (
-            select(
-                s.c.subscription_id,
-                fl.c.feature_key,
-                fl.c.unlimited,
-                fl.c.limit_value,
-                fl.c.hard,
-                fl.c.resets_each_period,
-                fl.c.metric_code,
-                used.label("used"),
-            )
-            .select_from(
-                s.outerjoin(
-                    fl,
-                    and_(
-                        fl.c.package_version_id == s.c.package_version_id,
-                        fl.c.feature_key == feature_key,
-                    ),
-                )
-            )
-            .where(
-                s.c.org_id == org_id,
-                s.c.state.in_([st.value for st in d.ENTITLED_STATES]),
-            )
-            # With several subscriptions, the most generous one answers.
-            .order_by(
-                fl.c.feature_key.is_(None),
-                fl.c.unlimited.desc(),
-                fl.c.limit_value.desc().nulls_last(),
-                s.c.create_time,
-            )
-            .limit(1)
-        )
+        stmt = _ENTITLEMENT.params(org_id=org_id, feature_key=feature_key)
         row = (await self.session.execute(stmt)).first()
         if row is None:
             return None
@@ -281,3 +236,57 @@ class ProjectionQueries:
                 metric_code=row.metric_code,
             )
         return EntitlementRow(row.subscription_id, limit, Decimal(row.used or 0))
+
+
+def _entitlement_statement() -> Select[Any]:
+    # Built once: CheckEntitlement is the hottest read of the suite, and
+    # building this select per call cost more CPU than running it.
+    s, fl, u = subscription_table, feature_limit_table, usage_aggregate_table
+    used = (
+        select(func.coalesce(func.sum(u.c.value), 0))
+        .where(
+            u.c.subscription_id == s.c.subscription_id,
+            u.c.metric_code == fl.c.metric_code,
+            or_(
+                fl.c.resets_each_period.is_(False),
+                u.c.period_start == s.c.current_period_start,
+            ),
+        )
+        .scalar_subquery()
+    )
+    return (
+        select(
+            s.c.subscription_id,
+            fl.c.feature_key,
+            fl.c.unlimited,
+            fl.c.limit_value,
+            fl.c.hard,
+            fl.c.resets_each_period,
+            fl.c.metric_code,
+            used.label("used"),
+        )
+        .select_from(
+            s.outerjoin(
+                fl,
+                and_(
+                    fl.c.package_version_id == s.c.package_version_id,
+                    fl.c.feature_key == bindparam("feature_key"),
+                ),
+            )
+        )
+        .where(
+            s.c.org_id == bindparam("org_id"),
+            s.c.state.in_([st.value for st in d.ENTITLED_STATES]),
+        )
+        # With several subscriptions, the most generous one answers.
+        .order_by(
+            fl.c.feature_key.is_(None),
+            fl.c.unlimited.desc(),
+            fl.c.limit_value.desc().nulls_last(),
+            s.c.create_time,
+        )
+        .limit(1)
+    )
+
+
+_ENTITLEMENT = _entitlement_statement()
