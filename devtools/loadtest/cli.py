@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.kit.settings import DEFAULT_GRPC_PORTS, SERVICE_NAMES
+from services.kit.addresses import service_address
+from services.kit.settings import SERVICE_NAMES
 
 RESULTS = Path("bench/results")
 
@@ -63,10 +64,7 @@ def run_command(args: argparse.Namespace) -> int:
             return 2
     from devtools.loadtest.run import LoadTestConfig, run
 
-    addresses = {
-        s: os.environ.get(f"{s.upper()}_ADDR", f"127.0.0.1:{DEFAULT_GRPC_PORTS[s]}")
-        for s in SERVICE_NAMES
-    }
+    addresses = {s: service_address(s) for s in SERVICE_NAMES}
     config = LoadTestConfig(
         org_id=args.org,
         subscription_id=args.subscription,

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
+from services.kit.cliargs import instant
 from services.kit.devstack.errors import DevStackError
 from services.kit.errors import StartupError
 from services.kit.settings import SERVICE_NAMES
@@ -60,29 +59,14 @@ def _dev_up(args: argparse.Namespace) -> int:
     return dev_up(data_dir=args.data_dir)
 
 
-DEFAULT_SUBSCRIPTIONS_ADDR = "127.0.0.1:50052"
-
-
-def _instant(text: str) -> datetime:
-    """ISO 8601 with an offset or Z; a naive instant would be ambiguous."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 instant (e.g. 2026-12-01T00:00:00Z)"
-        ) from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a timezone (Z or +00:00)")
-    return value.astimezone(UTC)
-
-
 def _close_periods(args: argparse.Namespace) -> int:
     import grpc
     from tally.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
 
+    from services.kit.addresses import service_address
     from services.kit.protoconv import to_timestamp
 
-    address = os.environ.get("SUBSCRIPTIONS_ADDR", DEFAULT_SUBSCRIPTIONS_ADDR)
+    address = service_address("subscriptions")
     request = subscriptions_pb2.ClosePeriodsRequest(now=to_timestamp(args.now))
     with grpc.insecure_channel(address) as channel:
         stub = subscriptions_pb2_grpc.SubscriptionsServiceStub(channel)
@@ -103,19 +87,10 @@ def _close_periods(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage_instant(text: str) -> datetime:
-    from services.usage.cli import parse_instant
-
-    try:
-        return parse_instant(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 instant: {exc}") from None
-
-
 def _usage_address(args: argparse.Namespace) -> str:
-    from services.usage.cli import DEFAULT_ADDRESS
+    from services.kit.addresses import service_address
 
-    return str(args.address or os.environ.get("USAGE_ADDR", DEFAULT_ADDRESS))
+    return service_address("usage", args.address)
 
 
 def _usage_import(args: argparse.Namespace) -> int:
@@ -258,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the billing clock at --now on the subscriptions service (SUBSCRIPTIONS_ADDR)",
     )
     close.add_argument(
-        "--now", type=_instant, required=True, help="the clock's instant, e.g. 2026-12-01T00:00:00Z"
+        "--now", type=instant, required=True, help="the clock's instant, e.g. 2026-12-01T00:00:00Z"
     )
     close.add_argument(
         "--timeout", type=float, default=30.0, help="deadline of the call in seconds (default 30)"
@@ -290,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     usage_backfill.add_argument("--org", required=True, help="organisation id")
     usage_backfill.add_argument("--subscription", help="only this subscription")
-    usage_backfill.add_argument("--start", type=_usage_instant, required=True, help="ISO 8601")
-    usage_backfill.add_argument("--end", type=_usage_instant, required=True, help="ISO 8601")
+    usage_backfill.add_argument("--start", type=instant, required=True, help="ISO 8601")
+    usage_backfill.add_argument("--end", type=instant, required=True, help="ISO 8601")
     usage_backfill.add_argument("--dry-run", action="store_true", help="report, change nothing")
     usage_backfill.add_argument("--address", help="usage service host:port (default USAGE_ADDR)")
     usage_backfill.set_defaults(func=_usage_backfill)

@@ -480,7 +480,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _run(args: argparse.Namespace) -> int:
-    from services.cli.addresses import all_service_addresses
+    from services.kit.addresses import all_service_addresses
 
     try:
         seeded = asyncio.run(seed(all_service_addresses()))

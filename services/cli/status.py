@@ -24,8 +24,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from services.cli.addresses import all_service_addresses
 from services.cli.health import grpc_status
+from services.kit.addresses import all_service_addresses
 from services.kit.gauges import ConsumerLag
 from services.kit.settings import SERVICE_NAMES
 

@@ -3,43 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import NoReturn
 
-DEFAULT_ADDR = "127.0.0.1:50054"
-
-
-def instant(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 instant") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a timezone (Z or +00:00)")
-    return value.astimezone(UTC)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments end like every other CLI failure of the suite: one
-    ``tally: error: ...`` line and exit status 1 (argparse would print the
-    usage and exit 2), so scripts need to handle only one failure shape."""
-
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        # Leftovers would reach the top-level `tally` parser, which reports
-        # them its own way (usage, exit 2): refuse them here instead.
-        parsed, extras = super().parse_known_args(args, namespace)
-        if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return parsed, extras
-
-    def error(self, message: str) -> NoReturn:
-        print(f"tally: error: {self.prog}: {message}", file=sys.stderr)
-        sys.exit(1)
+from services.kit.addresses import service_address
+from services.kit.cliargs import OneLineParser, instant
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -67,7 +34,7 @@ def run_billing(args: argparse.Namespace) -> int:
 
     from services.kit.protoconv import to_timestamp
 
-    address = args.address or os.environ.get("INVOICING_ADDR", DEFAULT_ADDR)
+    address = service_address("invoicing", args.address)
     request = invoicing_pb2.RunBillingRequest(
         org_id=args.org,
         subscription_id=args.subscription,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from services.invoicing.cli import OneLineParser, instant
-
-DEFAULT_ADDR = "127.0.0.1:50055"
+from services.kit.addresses import service_address
+from services.kit.cliargs import OneLineParser, instant
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,7 +34,7 @@ def sync_payments(args: argparse.Namespace) -> int:
 
     from services.kit.protoconv import to_timestamp
 
-    address = args.address or os.environ.get("PAYMENTS_ADDR", DEFAULT_ADDR)
+    address = service_address("payments", args.address)
     request = payments_pb2.SyncPaymentsRequest(
         request_id=str(uuid.uuid4()), since_time=to_timestamp(args.since)
     )

@@ -20,7 +20,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from tally.usage.v1 import resources_pb2, usage_pb2, usage_pb2_grpc
 
-DEFAULT_ADDRESS = "127.0.0.1:50053"
+from services.kit.cliargs import parse_instant
+
 BATCH = 1000
 
 # Accepted field names, canonical first, then CloudEvents-style aliases.
@@ -36,13 +37,6 @@ _FIELDS: Mapping[str, tuple[str, ...]] = {
 
 class BadImportFile(Exception):
     """A line that cannot become an event; names the file position."""
-
-
-def parse_instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} needs a timezone (Z or +00:00)")
-    return value.astimezone(UTC)
 
 
 def _pick(record: Mapping[str, Any], name: str) -> str:

@@ -12,10 +12,10 @@ import asyncio
 import os
 import sys
 
+from services.kit.addresses import service_address
 from services.kit.settings import SERVICE_NAMES
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tally"
-DEFAULT_PAYMENTS_ADDR = "127.0.0.1:50055"
 EXIT_FINDINGS = 1
 EXIT_CANNOT_CHECK = 2
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     )
     payments_addr = None
     if not args.no_payments:
-        payments_addr = args.payments_addr or os.environ.get("PAYMENTS_ADDR", DEFAULT_PAYMENTS_ADDR)
+        payments_addr = service_address("payments", args.payments_addr)
     schemas = {s: s for s in SERVICE_NAMES} | dict(args.schema)
     try:
         report = asyncio.run(

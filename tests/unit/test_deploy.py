@@ -16,8 +16,8 @@ from unittest import mock
 import pytest
 
 from gateway.auth import TokenVerifier
-from services.cli.addresses import service_address
 from services.cli.main import build_parser
+from services.kit.addresses import service_address
 from services.kit.settings import (
     DEFAULT_GATEWAY_PORT,
     DEFAULT_GRPC_PORTS,

@@ -1,4 +1,7 @@
-"""Where the CLI finds each service: ``<SERVICE>_ADDR`` or the README's port on localhost."""
+"""Where a client finds each service: ``<SERVICE>_ADDR`` or the README's port on localhost.
+
+Every `tally` command that calls a service resolves its address here, so one
+environment variable per service works for all of them."""
 
 from __future__ import annotations
 
