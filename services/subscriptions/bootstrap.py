@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -11,12 +12,14 @@ from pydantic import Field
 
 from services.kit.clock import Clock, SystemClock
 from services.kit.consumer import Subscription
+from services.kit.db import Database
 from services.kit.runtime import Job, ServiceContext, ServiceSpec
 from services.kit.settings import CommonSettings, load_settings
 from services.kit.tasks import raise_if_cancelling
 from services.kit.uow import UnitOfWork
 from services.subscriptions import consumers, grpc_api, handlers, repository
 from services.subscriptions.repository import SubscriptionsUnitOfWork
+from services.subscriptions.repository.entitlement_cache import EntitlementCache
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +35,40 @@ class SubscriptionsSettings(CommonSettings):
     # How often the in-process billing clock runs; ops may also drive it with
     # `tally billing close-periods --now`. 0 turns the loop off.
     clock_interval_seconds: float = Field(default=60.0, ge=0)
+    # How long another replica's commits may take to reach this one's
+    # CheckEntitlement answers (this replica's own commits apply at once);
+    # 0 reads the database on every call.
+    entitlement_cache_seconds: float = Field(default=1.0, ge=0)
 
 
 def clock_interval() -> float:
     return load_settings(SubscriptionsSettings).clock_interval_seconds
 
 
+# One cache per running service (tests run several in one process).
+_entitlement_caches: weakref.WeakKeyDictionary[Database, EntitlementCache] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def entitlement_cache_for(ctx: ServiceContext) -> EntitlementCache:
+    cache = _entitlement_caches.get(ctx.database)
+    if cache is None:
+        ttl = load_settings(SubscriptionsSettings).entitlement_cache_seconds
+        cache = _entitlement_caches[ctx.database] = EntitlementCache(ttl)
+    return cache
+
+
 def uow_factory(ctx: ServiceContext) -> Callable[[], SubscriptionsUnitOfWork]:
+    cache = entitlement_cache_for(ctx)
+
     def make() -> SubscriptionsUnitOfWork:
-        return SubscriptionsUnitOfWork(ctx.database, ctx.outbox, on_events_committed=ctx.relay.wake)
+        return SubscriptionsUnitOfWork(
+            ctx.database,
+            ctx.outbox,
+            on_events_committed=ctx.relay.wake,
+            on_committed=cache.clear,
+        )
 
     return make
 

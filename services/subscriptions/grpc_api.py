@@ -37,6 +37,7 @@ from services.subscriptions.protomap import (
     subscription_pb,
 )
 from services.subscriptions.repository import SubscriptionsUnitOfWork
+from services.subscriptions.repository.entitlement_cache import CachedEntitlements
 
 MAX_PAGE = 500
 MAX_TRIAL_DAYS = 3650
@@ -114,10 +115,12 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         self,
         ctx: ServiceContext,
         uow_factory: Callable[[], SubscriptionsUnitOfWork],
+        entitlements: CachedEntitlements,
         clock: Clock | None = None,
     ) -> None:
         self.ctx = ctx
         self.uow = uow_factory
+        self.entitlements = entitlements
         self.clock: Clock = clock or SystemClock()
 
     # ---------------------------------------------------------------- create
@@ -406,8 +409,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         quantity = parse_decimal(request.quantity, "quantity", v, required=False)
         v.raise_if_any()
         cmd = h.CheckEntitlement(request.org_id, request.feature_key, quantity)
-        async with self.uow() as uow:
-            out = await h.check_entitlement(uow, cmd)
+        out = await h.check_entitlement(self.entitlements.read, cmd)
         dec = out.decision
 
         def text(value: Any) -> str:
@@ -430,12 +432,16 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
 
 
 def register(server: grpc.aio.Server, ctx: ServiceContext) -> Sequence[str]:
-    from services.subscriptions.bootstrap import uow_factory
+    from services.subscriptions.bootstrap import entitlement_cache_for, uow_factory
 
     return [
         add_servicer(
             server,
-            SubscriptionsApi(ctx, uow_factory(ctx)),
+            SubscriptionsApi(
+                ctx,
+                uow_factory(ctx),
+                CachedEntitlements(uow_factory(ctx), entitlement_cache_for(ctx)),
+            ),
             api,
             subscriptions_pb2_grpc,
             "SubscriptionsService",

@@ -13,6 +13,7 @@ land before periods already closed (Kill Bill's model).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -38,7 +39,7 @@ from services.subscriptions.commands import (
     RecordUsage,
 )
 from services.subscriptions.protomap import event_pb
-from services.subscriptions.repository import SubscriptionsUnitOfWork
+from services.subscriptions.repository import EntitlementRow, SubscriptionsUnitOfWork
 
 # ---------------------------------------------------------------- helpers
 
@@ -340,9 +341,11 @@ async def close_periods(
 
 
 async def check_entitlement(
-    uow: SubscriptionsUnitOfWork, cmd: CheckEntitlement
+    read: Callable[[str, str], Awaitable[EntitlementRow | None]], cmd: CheckEntitlement
 ) -> EntitlementOutcome:
-    row = await uow.repo.entitlement(cmd.org_id, cmd.feature_key)
+    """Read-only, and the hottest call of the suite: it takes a row reader
+    (the per-process cache in production) rather than a unit of work."""
+    row = await read(cmd.org_id, cmd.feature_key)
     decision = d.decide(
         row.limit if row else None,
         subscribed=row is not None,

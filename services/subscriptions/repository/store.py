@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.kit.db import Database
 from services.kit.errors import AlreadyExists
+from services.kit.outbox import Outbox
 from services.kit.uow import UnitOfWork
 from services.subscriptions import domain as d
 from services.subscriptions.repository.projections import (
@@ -368,6 +370,22 @@ class SubscriptionsUnitOfWork(UnitOfWork):
     """The kit's unit of work with this service's repository on its session."""
 
     repo: SubscriptionsRepository
+
+    def __init__(
+        self,
+        database: Database,
+        outbox: Outbox,
+        on_events_committed: Callable[[], None] | None = None,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(database, outbox, on_events_committed)
+        self._on_committed = on_committed
+
+    async def commit(self) -> None:
+        await super().commit()
+        if self._on_committed is not None:
+            # Whatever this unit changed, cached entitlement answers may depend on it.
+            self._on_committed()
 
     async def __aenter__(self) -> SubscriptionsUnitOfWork:
         await super().__aenter__()
