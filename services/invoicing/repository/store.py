@@ -25,7 +25,7 @@ from services.invoicing.repository.tables import (
     subscription_table,
 )
 from services.kit.db import Database
-from services.kit.keyset import newest_first
+from services.kit.keyset import newest_first, where_equal
 from services.kit.outbox import Outbox
 from services.kit.uow import UnitOfWork
 
@@ -338,13 +338,7 @@ class InvoicingRepository:
         self, filters: dict[str, Any], after: list[Any] | None, limit: int
     ) -> list[d.Invoice]:
         t = invoice_table
-        stmt = select(t)
-        if filters.get("org_id"):
-            stmt = stmt.where(t.c.org_id == filters["org_id"])
-        if filters.get("subscription_id"):
-            stmt = stmt.where(t.c.subscription_id == filters["subscription_id"])
-        if filters.get("state"):
-            stmt = stmt.where(t.c.state == filters["state"])
+        stmt = where_equal(select(t), t, filters)
         stmt = newest_first(stmt, t.c.create_time, t.c.invoice_id, after, limit)
         return [_invoice(r) for r in await self.session.execute(stmt)]
 
@@ -426,11 +420,7 @@ class InvoicingRepository:
         self, filters: dict[str, Any], after: list[Any] | None, limit: int
     ) -> list[Row[Any]]:
         t = credit_memo_table
-        stmt = select(t)
-        if filters.get("org_id"):
-            stmt = stmt.where(t.c.org_id == filters["org_id"])
-        if filters.get("invoice_id"):
-            stmt = stmt.where(t.c.invoice_id == filters["invoice_id"])
+        stmt = where_equal(select(t), t, filters)
         stmt = newest_first(stmt, t.c.create_time, t.c.credit_memo_id, after, limit)
         return list(await self.session.execute(stmt))
 

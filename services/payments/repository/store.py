@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.kit.db import Database
-from services.kit.keyset import newest_first
+from services.kit.keyset import newest_first, where_equal
 from services.kit.outbox import Outbox
 from services.kit.uow import UnitOfWork
 from services.payments import domain as d
@@ -271,13 +271,7 @@ class PaymentsRepository:
         self, filters: Mapping[str, Any], after: list[Any] | None, limit: int
     ) -> list[d.Payment]:
         t = payment_table
-        stmt = select(t)
-        if filters.get("org_id"):
-            stmt = stmt.where(t.c.org_id == filters["org_id"])
-        if filters.get("invoice_id"):
-            stmt = stmt.where(t.c.invoice_id == filters["invoice_id"])
-        if filters.get("state"):
-            stmt = stmt.where(t.c.state == filters["state"])
+        stmt = where_equal(select(t), t, filters)
         stmt = newest_first(stmt, t.c.create_time, t.c.payment_id, after, limit)
         return [_payment(r) for r in await self.session.execute(stmt)]
 
@@ -424,11 +418,7 @@ class PaymentsRepository:
         self, filters: Mapping[str, Any], after: list[Any] | None, limit: int
     ) -> list[d.Refund]:
         t = refund_table
-        stmt = select(t)
-        if filters.get("org_id"):
-            stmt = stmt.where(t.c.org_id == filters["org_id"])
-        if filters.get("payment_id"):
-            stmt = stmt.where(t.c.payment_id == filters["payment_id"])
+        stmt = where_equal(select(t), t, filters)
         stmt = newest_first(stmt, t.c.create_time, t.c.refund_id, after, limit)
         return [_refund(r) for r in await self.session.execute(stmt)]
 
