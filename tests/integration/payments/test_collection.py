@@ -135,6 +135,10 @@ async def test_retried_attempt_with_same_key_charges_once(payments: Harness) -> 
     (attempt,) = await payments.attempts(paid.payment_id)
     key = attempt.idempotency_key
     assert key == f"tally:invoice:{invoice}:attempt:1"
+    # The first charge's webhook must be applied before the crash is staged,
+    # or it lands afterwards, settles the staged attempt and nothing is left
+    # to resend.
+    await payments.emu.wait_for_deliveries()
     # A crash after the provider call but before transaction 2 leaves the
     # attempt undispatched: the dispatcher sends it again with the same key.
     from sqlalchemy import update
