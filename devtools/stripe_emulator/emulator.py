@@ -156,6 +156,10 @@ class StripeEmulator:
         event = self._store.get_event(event_id)
         return [await self._sender.send(event) for _ in range(times)]
 
+    def expire_idempotency_keys(self) -> None:
+        """What Stripe does to keys 24 hours old: the same key now makes a new object."""
+        self._api.idempotency.forget_all()
+
     async def wait_for_deliveries(self, timeout: float = 10) -> None:
         await self._sender.wait_idle(timeout)
 

@@ -42,3 +42,7 @@ class IdempotencyStore:
 
     def save(self, key: str, response: StoredResponse) -> None:
         self._responses[key] = response
+
+    def forget_all(self) -> None:
+        """Stripe prunes keys once they are at least 24 hours old; tests stage that here."""
+        self._responses.clear()

@@ -167,6 +167,7 @@ _ROUTES: list[tuple[str, str, Handler]] = [
     ),
     ("/v1/payment_intents", "POST", lambda s, q, _p, _u: s.create_payment_intent(q)),
     ("/v1/payment_intents", "GET", lambda s, q, _p, u: s.list_payment_intents(q, u)),
+    ("/v1/payment_intents/search", "GET", lambda s, q, _p, u: s.search_payment_intents(q, u)),
     ("/v1/payment_intents/{id}", "GET", _getter("payment_intent")),
     (
         "/v1/payment_intents/{id}/confirm",

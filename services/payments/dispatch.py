@@ -22,7 +22,13 @@ from services.kit.errors import FailedPrecondition, Unavailable
 from services.kit.tasks import raise_if_cancelling
 from services.payments import domain as d
 from services.payments import handlers as h
-from services.payments.provider import ChargeRequest, PaymentProvider, ProviderError, ProviderEvent
+from services.payments.provider import (
+    ChargeRequest,
+    ChargeResult,
+    PaymentProvider,
+    ProviderError,
+    ProviderEvent,
+)
 from services.payments.repository import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -107,6 +113,20 @@ class Collector:
                 done.append(settled)
         return done
 
+    async def _charge_once(self, attempt: d.Attempt, request: ChargeRequest) -> ChargeResult:
+        """Charge, unless a charge made for this attempt outlived its idempotency key."""
+        if self.now() - attempt.create_time >= self.policy.key_lifetime:
+            # The key may be gone: resending it would charge a second time.
+            made = await self.provider.find_charge({"tally_attempt_id": attempt.attempt_id})
+            if made is not None:
+                log.warning(
+                    "payments: attempt %s found at the provider as %s; not sent again",
+                    attempt.attempt_id,
+                    made.provider_payment_intent_id,
+                )
+                return made
+        return await self.provider.charge(request)
+
     async def _send(self, attempt: d.Attempt, description: str) -> d.Attempt | None:
         request = ChargeRequest(
             customer_id=attempt.provider_customer_id,
@@ -124,7 +144,7 @@ class Collector:
             },
         )
         try:
-            result = await self.provider.charge(request)
+            result = await self._charge_once(attempt, request)
         except ProviderError as exc:
             if exc.retryable:
                 # The lease runs out and the next dispatch resends with the same key.

@@ -20,6 +20,9 @@ class Policy:
     provider: str = "stripe"
     # How long a sender holds an attempt before another may resend it.
     dispatch_lease: timedelta = timedelta(seconds=60)
+    # Stripe forgets an idempotency key once it is 24 hours old; an attempt
+    # older than this is looked up before it is sent again under its key.
+    key_lifetime: timedelta = timedelta(hours=20)
 
 
 def new_id(prefix: str) -> str:

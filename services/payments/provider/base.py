@@ -137,6 +137,10 @@ class PaymentProvider(Protocol):
 
     async def payment_intent(self, payment_intent_id: str) -> ChargeResult: ...
 
+    async def find_charge(self, metadata: Mapping[str, str]) -> ChargeResult | None:
+        """The newest charge carrying all of ``metadata``, if the provider made one."""
+        ...
+
     async def refund(
         self,
         payment_intent_id: str,

@@ -144,6 +144,11 @@ def event_of(raw: Mapping[str, Any]) -> ProviderEvent:
     return ProviderEvent(**base)
 
 
+def _quoted(text: str) -> str:
+    # Stripe's search grammar escapes a quote inside a quoted value with a backslash.
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
 def _provider_error(exc: stripe.StripeError) -> ProviderError:
     retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError)
     return ProviderError(str(exc.user_message or exc), code=exc.code or "", retryable=retryable)
@@ -283,6 +288,19 @@ class StripeProvider:
         except stripe.StripeError as exc:
             raise _provider_error(exc) from exc
         return charge_of(_dict(pi))
+
+    async def find_charge(self, metadata: Mapping[str, str]) -> ChargeResult | None:
+        # Search lags writes by up to a minute; it is only asked about
+        # attempts a day old, long after any write it must see.
+        query = " AND ".join(
+            f"metadata['{_quoted(k)}']:'{_quoted(v)}'" for k, v in sorted(metadata.items())
+        )
+        try:
+            found = await self.client.v1.payment_intents.search_async({"query": query, "limit": 1})
+        except stripe.StripeError as exc:
+            raise _provider_error(exc) from exc
+        data = _dict(found).get("data") or []
+        return charge_of(_dict(data[0])) if data else None
 
     async def refund(
         self,

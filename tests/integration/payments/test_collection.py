@@ -171,6 +171,46 @@ async def test_retried_attempt_with_same_key_charges_once(payments: Harness) -> 
     assert len(await payments.events("payment.succeeded", invoice)) == 1
 
 
+async def test_attempt_older_than_its_key_is_looked_up_not_charged_again(
+    payments: Harness,
+) -> None:
+    """Stripe forgets idempotency keys after 24 hours: an attempt stuck that
+    long must find the charge it already made instead of making another."""
+    from sqlalchemy import update
+
+    from services.payments.repository import payment_attempt_table
+
+    org = new_id("org")
+    await payments.add_card(org)
+    invoice = await payments.finalize_invoice(org, 4100)
+    paid = await payments.wait_payment(invoice, pb.PAYMENT_STATE_SUCCEEDED)
+    (attempt,) = await payments.attempts(paid.payment_id)
+    await payments.emu.wait_for_deliveries()
+    assert payments.runtime.context is not None
+    async with payments.runtime.context.database.session() as session, session.begin():
+        await session.execute(
+            update(payment_attempt_table)
+            .where(payment_attempt_table.c.attempt_id == attempt.attempt_id)
+            .values(
+                dispatched=False,
+                state="PROCESSING",
+                create_time=datetime.now(UTC) - timedelta(hours=25),
+                lease_until=datetime.now(UTC) + timedelta(hours=1),
+            )
+        )
+    payments.emu.expire_idempotency_keys()
+    resent = await payments.collector.dispatch(attempt.attempt_id)
+    assert [a.state.value for a in resent] == ["SUCCEEDED"]
+    assert resent[0].provider_payment_intent_id == attempt.provider_payment_intent_id
+    assert len(payments.charges_for(attempt.idempotency_key)) == 1  # never sent again
+    searches = [r for r in payments.emu.requests if r[1] == "/v1/payment_intents/search"]
+    assert len(searches) == 1
+    assert len(await payments.events("payment.succeeded", invoice)) == 1
+    # An attempt the provider never saw is still sent.
+    provider = payments.collector.provider
+    assert await provider.find_charge({"tally_attempt_id": new_id("att")}) is None
+
+
 async def _has_intent(payments: Harness, invoice: str) -> bool:
     found = await payments.payment_of(invoice)
     return found is not None and found.provider_payment_intent_id.startswith("pi_")
