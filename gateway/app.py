@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import cloudevents, health, overview, problems, transcoding
+from gateway import cloudevents, health, overview, problems, transcoding, usagecodec
 from gateway.audit import AuditLog
 from gateway.auth import Authorizer, Principal
 from gateway.descriptors import http_bindings
@@ -288,14 +288,31 @@ def create_app(settings: GatewaySettings) -> Starlette:
             raw = transcoding.parse_body(await request.body())
             body = cloudevents.request_body(descriptor, kind, raw)  # type: ignore[arg-type]
         elif route.binding.body:
-            body = transcoding.parse_body(await request.body())
+            raw_body = await request.body()
+            body = transcoding.parse_body(raw_body)
+            # Plain usage ingestion skips json_format; anything else the codec
+            # declines goes the generic way below, errors included.
+            codec = usagecodec.CODECS.get(route.rpc_path) if group == "internal" else None
+            if codec is not None and not path_values and not request.scope["query_string"]:
+                fast = codec.decode(body, raw_body)
+                if fast is not None:
+                    reply = await _invoke(route, fast, principal, rid)
+                    return JSONResponse(codec.encode(reply))
         try:
             message = transcoding.build_request(
                 route, path_values, request.query_params.multi_items(), body
             )
-        except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            AttributeError,
+            KeyError,
+            RecursionError,
+            SystemError,
+        ) as exc:
             # Client input json_format rejects outside ParseError: still the
-            # client's mistake, so a 400, never a 500.
+            # client's mistake, so a 400, never a 500. (upb's field lookup
+            # raises SystemError for a JSON key holding a lone surrogate.)
             raise problems.invalid(
                 "body", f"cannot be read as {route.action} input: {exc}"
             ) from None

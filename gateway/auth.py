@@ -21,6 +21,7 @@ import jwt
 from starlette.datastructures import Headers
 
 from gateway.problems import Problem
+from gateway.tokencache import VerifiedTokens
 from services.kit.errors import StartupError
 from services.kit.settings import DEV_HS256_SECRET, GatewaySettings
 
@@ -31,6 +32,8 @@ ADMIN_ROLE = "billing_admin"
 SUPPORT_ROLE = "billing_support"
 # The only asymmetric algorithms accepted, each with the one key type it may use.
 _ASYMMETRIC = {"RS256": "RSA", "ES256": "EC"}
+# How long a verified token is taken again without checking its signature.
+TOKEN_TRUST_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,12 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_seconds
         self._jwks: jwt.PyJWKSet | None = None
+        # A key leaving a JWKS URL's set is seen after its cache lifespan at the
+        # latest; a verified token is not trusted longer than that.
+        trust = TOKEN_TRUST_SECONDS
+        if settings.jwt_jwks_url:
+            trust = min(trust, settings.jwt_jwks_cache_seconds)
+        self._verified: VerifiedTokens[Principal] = VerifiedTokens(trust, self._leeway)
         self._jwks_client: jwt.PyJWKClient | None = None
         if settings.profile == "production":
             _check_production(settings)
@@ -124,6 +133,9 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """Synchronous verification; a JWKS URL fetch, if needed, blocks the caller."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
         header = self._header(token)
         found = self._local_key(header)
         key, algorithm = found if found is not None else self._url_key(header)
@@ -131,6 +143,9 @@ class TokenVerifier:
 
     async def verify_async(self, token: str) -> Principal:
         """For the event loop: the JWKS URL fetch runs in a worker thread."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
         header = self._header(token)
         found = self._local_key(header)
         if found is None:
@@ -153,7 +168,7 @@ class TokenVerifier:
             raise unauthenticated("token expired") from None
         except jwt.PyJWTError as exc:
             raise unauthenticated(f"invalid token: {exc}") from None
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             org_id=str(claims.get("org_id") or ""),
             permissions=frozenset(_strings(claims.get("permissions"))),
@@ -161,6 +176,8 @@ class TokenVerifier:
             service=str(claims.get("service") or ""),
             claims=claims,
         )
+        self._verified.put(token, principal, claims)
+        return principal
 
 
 def _fits(key: jwt.PyJWK, alg: str) -> bool:
