@@ -18,6 +18,7 @@ from services.kit.tasks import raise_if_cancelling
 from services.usage import consumers, grpc_api, repository
 from services.usage.handlers.emitter import emit_aggregated
 from services.usage.handlers.ingest import DEFAULT_COPY_THRESHOLD
+from services.usage.repository.ingest import stage_on_connect
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def usage_settings() -> UsageSettings:
 
 
 def _register(server: grpc.aio.Server, ctx: ServiceContext) -> Sequence[str]:
+    stage_on_connect(ctx.database.engine)
     return grpc_api.register(
         server, ctx, clock=clock, copy_threshold=usage_settings().copy_threshold
     )

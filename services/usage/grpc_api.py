@@ -36,7 +36,7 @@ from services.usage.protomap import (
     AGGREGATION_TO_PROTO,
     REASON_TO_PROTO,
     aggregate_message,
-    incoming_event,
+    incoming_events,
     timestamp_or_none,
 )
 from services.usage.repository.queries import EventFilter
@@ -90,7 +90,7 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
         async def work(uow: UnitOfWork) -> usage_pb2.RecordUsageBatchResponse:
             outcome = await record_usage(
                 uow,
-                [incoming_event(e) for e in events],
+                incoming_events(events),
                 now=self.clock.now(),
                 copy_threshold=self.ingestor.copy_threshold,
             )

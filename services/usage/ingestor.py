@@ -21,7 +21,7 @@ from services.usage.handlers.ingest import (
     record_usage,
     report_outcome,
 )
-from services.usage.protomap import incoming_event
+from services.usage.protomap import incoming_events
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Ingestor:
 
     async def ingest(self, events: Sequence[Any]) -> BatchOutcome:
         """Store a batch of ``UsageEvent`` messages; answers once it committed."""
-        incoming = [incoming_event(e) for e in events]
+        incoming = incoming_events(events)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return await self._once(incoming)

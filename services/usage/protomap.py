@@ -6,8 +6,8 @@ emitter, so each mapping is written once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -56,27 +56,47 @@ def timestamp_or_none(message: object, field: str) -> datetime | None:
     return from_timestamp(ts, field=field)
 
 
-def incoming_event(event: usage_pb2.UsageEvent) -> IncomingEvent:
-    at: datetime | None = None
-    if event.HasField("event_time"):
-        ts = event.event_time
-        if not (
-            MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS
-            and 0 <= ts.nanos <= 999_999_999
-        ):
-            from_timestamp(ts, field="event_time")  # raises: names the field
-        # Faster than ToDatetime on the hot path, and exact to the microsecond.
-        at = datetime.fromtimestamp(ts.seconds, UTC).replace(microsecond=ts.nanos // 1000)
-    properties = event.properties  # each access builds a new wrapper: once
-    return IncomingEvent(
-        event.org_id,
-        event.metric_code,
-        event.idempotency_key,
-        event.value,
-        at,
-        event.subscription_id,
-        dict(properties) if properties else {},
-    )
+# Epoch plus a positional timedelta is exact to the microsecond (as ToDatetime)
+# and about three times cheaper than fromtimestamp(...).replace(microsecond=...),
+# whose keyword call dominated decoding an event.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def incoming_events(events: Iterable[usage_pb2.UsageEvent]) -> list[IncomingEvent]:
+    """Decode a batch in one loop: the per-event function call was a cost of its own."""
+    decoded: list[IncomingEvent] = []
+    append = decoded.append
+    # Producers often stamp a run of events with one instant: reuse its datetime.
+    last: tuple[int, int] | None = None
+    last_at: datetime | None = None
+    for event in events:
+        at: datetime | None = None
+        if event.HasField("event_time"):
+            ts = event.event_time
+            seconds, nanos = ts.seconds, ts.nanos
+            if (seconds, nanos) == last:
+                at = last_at
+            else:
+                if not (
+                    MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS
+                    and 0 <= nanos <= 999_999_999
+                ):
+                    from_timestamp(ts, field="event_time")  # raises: names the field
+                at = last_at = _EPOCH + timedelta(0, seconds, nanos // 1000)
+                last = (seconds, nanos)
+        properties = event.properties  # each access builds a new wrapper: once
+        append(
+            IncomingEvent(
+                event.org_id,
+                event.metric_code,
+                event.idempotency_key,
+                event.value,
+                at,
+                event.subscription_id,
+                dict(properties) if properties else {},
+            )
+        )
+    return decoded
 
 
 def aggregate_message(view: AggregateView) -> usage_pb2.UsageAggregate:

@@ -118,6 +118,20 @@ def _value_of(event: IncomingEvent, metric: MetricView) -> Decimal | Rejected | 
     return value
 
 
+def _unique_value_of(event: IncomingEvent, metric: MetricView) -> str | Rejected | None:
+    """The value a unique_count metric counts; None for the other aggregations."""
+    if not metric.aggregation.needs_property:
+        return None
+    unique_value = event.properties.get(metric.property_key) if metric.property_key else None
+    if not unique_value:
+        return Rejected(
+            RejectionReason.MISSING_PROPERTY,
+            f"metric {metric.code} counts distinct values of property"
+            f" {metric.property_key!r}, missing from the event",
+        )
+    return unique_value
+
+
 def validate_event(
     event: IncomingEvent,
     *,
@@ -146,15 +160,9 @@ def validate_event(
     value = _value_of(event, metric)
     if isinstance(value, Rejected):
         return value
-    unique_value: str | None = None
-    if metric.aggregation.needs_property:
-        unique_value = event.properties.get(metric.property_key) if metric.property_key else None
-        if not unique_value:
-            return Rejected(
-                RejectionReason.MISSING_PROPERTY,
-                f"metric {metric.code} counts distinct values of property"
-                f" {metric.property_key!r}, missing from the event",
-            )
+    unique_value = _unique_value_of(event, metric)
+    if isinstance(unique_value, Rejected):
+        return unique_value
     at = event.event_time or now
     if at > now + FUTURE_TOLERANCE:
         return Rejected(
@@ -193,3 +201,116 @@ def _valid(
         unique_value=unique_value,
         properties=event.properties,
     )
+
+
+@dataclass(slots=True)
+class _Group:
+    """What every event of one (org, metric, subscription id) shares in a batch."""
+
+    metric: MetricView
+    subscription_id: str
+    period_start: datetime
+    period_end: datetime
+    # The instants the placement holds for (``end`` None: open-ended).
+    start: datetime
+    end: datetime | None
+    # A count: nothing of the event's own but its key and time to check.
+    plain: bool
+
+
+class BatchValidator:
+    """``validate_event`` for the events of one batch, answering exactly as it would.
+
+    Most of a batch's events repeat an (org, metric, subscription id) already
+    seen: once one of them was placed, the metric lookup and the placement are
+    known, and an event whose time falls in the same placement window only
+    needs its own checks (key, value, property, future time). Anything else,
+    including every rejection, goes through ``validate_event`` itself.
+    """
+
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        metrics: Mapping[str, MetricView],
+        subscriptions_by_id: Mapping[str, SubscriptionView],
+        subscriptions_by_org: Mapping[str, Sequence[SubscriptionView]],
+    ) -> None:
+        self._now = now
+        self._latest = now + FUTURE_TOLERANCE
+        self._metrics = metrics
+        self._by_id = subscriptions_by_id
+        self._by_org = subscriptions_by_org
+        self._placements = PlacementCache(subscriptions_by_id, subscriptions_by_org)
+        self._groups: dict[tuple[str, str, str], _Group] = {}
+
+    def validate(self, event: IncomingEvent) -> ValidEvent | Rejected:
+        key = event.idempotency_key
+        group = self._groups.get((event.org_id, event.metric_code, event.subscription_id))
+        if group is not None and key and len(key) <= MAX_KEY_LENGTH:
+            at = event.event_time or self._now
+            end = group.end
+            if group.start <= at <= self._latest and (end is None or at < end):
+                valid = self._fast(event, group, at)
+                if valid is not None:
+                    return valid
+        outcome = validate_event(
+            event,
+            now=self._now,
+            metrics=self._metrics,
+            subscriptions_by_id=self._by_id,
+            subscriptions_by_org=self._by_org,
+            placements=self._placements,
+        )
+        if isinstance(outcome, ValidEvent):
+            self._learn(event, outcome)
+        return outcome
+
+    @staticmethod
+    def _fast(event: IncomingEvent, group: _Group, at: datetime) -> ValidEvent | None:
+        """The event placed as its group, or None where it needs ``validate_event``."""
+        metric = group.metric
+        if group.plain:
+            value: Decimal | None = None
+            unique_value: str | None = None
+        else:
+            parsed = _value_of(event, metric)
+            unique = _unique_value_of(event, metric)
+            if isinstance(parsed, Rejected) or isinstance(unique, Rejected):
+                return None
+            value, unique_value = parsed, unique
+        return ValidEvent(
+            event.org_id,
+            event.idempotency_key,
+            metric.code,
+            metric.aggregation,
+            group.subscription_id,
+            group.period_start,
+            group.period_end,
+            at,
+            value,
+            unique_value,
+            event.properties,
+        )
+
+    def _learn(self, event: IncomingEvent, valid: ValidEvent) -> None:
+        known = self._placements.window(event.org_id, event.subscription_id)
+        if known is None:
+            return
+        placement, start, end = known
+        if (
+            placement.subscription_id != valid.subscription_id
+            or placement.period.start != valid.period_start
+        ):
+            return
+        metric = self._metrics[event.metric_code]
+        aggregation = metric.aggregation
+        self._groups[(event.org_id, event.metric_code, event.subscription_id)] = _Group(
+            metric,
+            valid.subscription_id,
+            valid.period_start,
+            valid.period_end,
+            start,
+            end,
+            not aggregation.needs_value and not aggregation.needs_property,
+        )

@@ -181,6 +181,12 @@ class PlacementCache:
         default_factory=dict
     )
 
+    def window(
+        self, org_id: str, subscription_id: str
+    ) -> tuple[Placement, datetime, datetime | None] | None:
+        """The placement known for (org, subscription id) and the instants it holds for."""
+        return self._known.get((org_id, subscription_id))
+
     def resolve(self, org_id: str, subscription_id: str, at: datetime) -> Placement | Rejected:
         key = (org_id, subscription_id)
         hit = self._known.get(key)

@@ -22,13 +22,14 @@ table is never re-read to keep aggregates current.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.usage.domain import (
     Aggregation,
@@ -60,6 +61,29 @@ CREATE TEMP TABLE IF NOT EXISTS usage_stage (
     event_time timestamptz, value numeric, unique_value text, properties text
 ) ON COMMIT DELETE ROWS
 """
+
+# Driver connections that created the stage table when they opened, outside any
+# transaction, so it lasts as long as they do: their batches skip the DDL round
+# trip. Others (opened before the listener, e.g. the start-up check) run it per
+# batch, inside the batch's transaction, as is always safe.
+_STAGED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+async def _create_stage_table(driver: Any) -> None:
+    if driver.is_in_transaction():  # a rollback would drop it: stay on the per-batch DDL
+        return
+    await driver.execute(_STAGE_DDL)
+    _STAGED.add(driver)
+
+
+def stage_on_connect(engine: AsyncEngine) -> None:
+    """Create the stage table on every new connection of ``engine``, once."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.run_async(_create_stage_table)
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+
 
 _UNNEST_SOURCE = """
 SELECT * FROM unnest(
@@ -174,7 +198,8 @@ def _record(event: ValidEvent) -> tuple[Any, ...]:
         event.org_id,
         event.idempotency_key,
         event.metric_code,
-        event.aggregation.value,
+        # A StrEnum member is the str itself; ``.value`` is a slow descriptor per row.
+        event.aggregation,
         event.subscription_id,
         event.period_start,
         event.period_end,
@@ -197,7 +222,8 @@ async def store_events(
     driver = await driver_connection(session)
     records = [_record(e) for e in events]
     if len(records) >= copy_threshold:
-        await driver.execute(_STAGE_DDL)
+        if driver not in _STAGED:
+            await driver.execute(_STAGE_DDL)
         await driver.copy_records_to_table(
             "usage_stage", records=records, columns=list(STAGE_COLUMNS)
         )
