@@ -33,7 +33,11 @@ def _uow_factory(ctx: ServiceContext) -> Callable[[], UnitOfWork]:
 
 def _subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
     s = invoicing_settings()
-    return consumers.subscriptions(shared_reader(s.usage_addr, s.usage_deadline_seconds), policy(s))
+    return consumers.subscriptions(
+        shared_reader(s.usage_addr, s.usage_deadline_seconds),
+        policy(s),
+        concurrency=ctx.settings.consumer_concurrency,
+    )
 
 
 def jobs(ctx: ServiceContext, clock: Clock | None = None) -> Sequence[Job]:

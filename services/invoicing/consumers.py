@@ -47,8 +47,12 @@ def closed_period(event: SE.SubscriptionPeriodClosedEvent) -> d.ClosedPeriod:
 
 
 def subscriptions(
-    usage: h.UsageSource, policy: Policy, clock: Clock | None = None
+    usage: h.UsageSource, policy: Policy, clock: Clock | None = None, *, concurrency: int = 1
 ) -> Sequence[Subscription[Any]]:
+    """``concurrency``: subscriptions whose events apply at once. Their handlers
+    write one subscription's rows; what an org shares (the invoice counter, the
+    credit balance) is locked in one order, counter then balance, and held to
+    commit, so numbers stay gapless when an org's periods close together."""
     the_clock: Clock = clock or SystemClock()
 
     async def on_published(
@@ -147,6 +151,7 @@ def subscriptions(
                 SE.SubscriptionRenewedEvent: on_subscription,
                 SE.SubscriptionPeriodClosedEvent: on_period_closed,
             },
+            concurrency=concurrency,
         ),
         Subscription[InvoicingUnitOfWork](
             durable="payment-outcomes",

@@ -5,6 +5,13 @@ applied event goes into the inbox table in the handler's own transaction, so a
 redelivery (a crash before the ack, a replay, a JetStream retry) finds the id
 and is acknowledged without applying the effect twice. A message that keeps
 failing is retried with backoff, then parked on the dead-letter subject.
+
+A subscription may opt in to applying a fetched batch concurrently
+(``concurrency`` > 1): messages are grouped by their aggregate id, each group
+is applied in fetch order by one worker, and at most ``concurrency`` groups
+run at once. Every message keeps its own transaction, inbox row and ack, so
+the guarantees above hold per message; only messages of different aggregates
+may overtake one another.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.kit.bus import EventBus
-from services.kit.events import EventEnvelope, subject_of
+from services.kit.events import HEADER_AGGREGATE_ID, EventEnvelope, subject_of
 from services.kit.streams import dlq_subject, producer_of, stream_name
 from services.kit.tasks import raise_if_cancelling
 from services.kit.uow import UnitOfWork
@@ -70,9 +77,16 @@ class Subscription(Generic[U]):
     backoff_seconds: Sequence[float] = (1.0, 5.0, 30.0, 120.0)
     batch_size: int = 100
     ack_wait_seconds: float = 30.0
+    # Messages of different aggregates applied at once; 1 applies a batch in
+    # order. Each one in flight holds a database connection: keep it below the
+    # pool size (``db_pool_size``) and only opt in where the handlers are safe
+    # for different aggregates at the same time.
+    concurrency: int = 1
     by_subject: dict[str, tuple[type[Message], Handler[U]]] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"{self.durable}: concurrency must be at least 1")
         self.by_subject = {subject_of(cls): (cls, h) for cls, h in self.handlers.items()}
         producers = {producer_of(s) for s in self.by_subject}
         if len(producers) != 1:
@@ -156,8 +170,35 @@ class EventConsumer(Generic[U]):
                 await asyncio.sleep(min(10.0, 0.2 * 2**failures))
                 continue
             failures = 0
-            for msg in msgs:
-                await self.handle(msg)
+            if self.sub.concurrency > 1 and len(msgs) > 1:
+                await self.handle_concurrently(msgs)
+            else:
+                for msg in msgs:
+                    await self.handle(msg)
+
+    async def handle_concurrently(self, msgs: Sequence[Msg]) -> None:
+        """Apply a batch with at most ``concurrency`` aggregates in flight, each
+        aggregate's messages one after another in fetch order."""
+        lanes: dict[str, list[Msg]] = {}
+        for msg in msgs:
+            # No aggregate id: no known independence, so those share one lane.
+            key = (msg.headers or {}).get(HEADER_AGGREGATE_ID, "")
+            lanes.setdefault(key, []).append(msg)
+        pending = iter(lanes.values())
+
+        async def worker() -> None:
+            # One shared iterator: a worker takes the next lane when it is free.
+            for lane in pending:
+                for msg in lane:
+                    await self.handle(msg)
+
+        workers = min(self.sub.concurrency, len(lanes))
+        results = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
+        # Like the sequential loop, an error that escaped ``handle`` (the nak or
+        # the park itself failed) ends the run, once the other lanes are done.
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def handle(self, msg: Msg) -> None:
         """Apply one message at most once, then ack; nak or park it on failure."""

@@ -109,6 +109,9 @@ class ServiceSettings(CommonSettings):
     consumer_batch_size: int = Field(default=100, ge=1)
     consumer_max_deliver: int = Field(default=5, ge=1)
     consumer_backoff_seconds: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+    # Aggregates applied at once by the consumers that opt in (period closes);
+    # each holds a pooled connection, so it is capped at db_pool_size.
+    consumer_concurrency: int = Field(default=8, ge=1, le=64)
 
     @field_validator("database_url")
     @classmethod
@@ -131,6 +134,7 @@ class ServiceSettings(CommonSettings):
             self.grpc_port = DEFAULT_GRPC_PORTS.get(self.service_name, 0)
         if not self.http_port:
             self.http_port = DEFAULT_HTTP_PORTS.get(self.service_name, 0)
+        self.consumer_concurrency = min(self.consumer_concurrency, self.db_pool_size)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -156,6 +156,9 @@ def subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
                 sub_events.SubscriptionCanceledEvent: on_canceled,
                 sub_events.SubscriptionPeriodClosedEvent: on_period_closed,
             },
+            # Every handler here touches one subscription's rows only, so
+            # different subscriptions (the aggregate id) may run at once.
+            concurrency=s.consumer_concurrency,
             **options,
         ),
     ]

@@ -113,6 +113,7 @@ class Sink:
         max_deliver: int = 5,
         backoff: tuple[float, ...] = (0.1,),
         ack_wait: float = 30.0,
+        concurrency: int = 1,
     ) -> EventConsumer[UnitOfWork]:
         subscription: Subscription[UnitOfWork] = Subscription(
             durable=durable,
@@ -120,6 +121,7 @@ class Sink:
             max_deliver=max_deliver,
             backoff_seconds=backoff,
             ack_wait_seconds=ack_wait,
+            concurrency=concurrency,
         )
         return EventConsumer(
             "kit-sink", self.bus, self.uow, self.inbox, subscription, fetch_timeout=0.2

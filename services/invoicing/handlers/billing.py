@@ -15,7 +15,6 @@ from services.invoicing import protomap
 from services.invoicing.handlers.common import (
     PERCENTAGE_MODELS,
     UsageSource,
-    get_invoice,
     line_id,
     new_id,
     plans,
@@ -164,8 +163,7 @@ async def close_period(
             raise
         return found, False
     if policy.grace_period <= timedelta(0):
-        await finalize(uow, inv.invoice_id, now, policy)
-        inv = await get_invoice(uow, inv.invoice_id)
+        inv = await finalize(uow, inv.invoice_id, now, policy)
     return inv, True
 
 

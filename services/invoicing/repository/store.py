@@ -9,12 +9,11 @@ from typing import Any, Self
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.invoicing import domain as d
 from services.invoicing.repository.tables import (
-    PERIOD_UNIQUE_INDEX,
+    PERIOD_UNIQUE_KEY,
     billing_profile_table,
     credit_balance_table,
     credit_memo_table,
@@ -268,13 +267,17 @@ class InvoicingRepository:
     # ---------------------------------------------------------- invoices
 
     async def add_invoice(self, inv: d.Invoice) -> None:
-        try:
-            async with self.session.begin_nested():
-                await self.session.execute(invoice_table.insert().values(**_invoice_values(inv)))
-        except IntegrityError as exc:
-            if PERIOD_UNIQUE_INDEX in str(exc.orig):
-                raise PeriodAlreadyInvoiced(inv.subscription_id) from None
-            raise
+        # ON CONFLICT on the period index rather than a savepoint around the
+        # insert: the same answer in one round trip instead of three.
+        t = invoice_table
+        stmt = (
+            pg_insert(t)
+            .values(**_invoice_values(inv))
+            .on_conflict_do_nothing(index_elements=PERIOD_UNIQUE_KEY)
+            .returning(t.c.invoice_id)
+        )
+        if (await self.session.execute(stmt)).first() is None:
+            raise PeriodAlreadyInvoiced(inv.subscription_id)
 
     async def save_invoice(self, inv: d.Invoice) -> None:
         values = _invoice_values(inv)

@@ -31,6 +31,12 @@ from services.kit.tables import service_metadata
 SCHEMA = "invoicing"
 metadata = service_metadata(SCHEMA)
 PERIOD_UNIQUE_INDEX = "uq_invoice_subscription_period"
+# Its key, also the ON CONFLICT target that finds it.
+PERIOD_UNIQUE_KEY = (
+    "subscription_id",
+    "period_start",
+    text("(reason IN ('period_close', 'manual'))"),
+)
 TZ = DateTime(timezone=True)
 
 package_version_table = Table(
@@ -113,13 +119,7 @@ invoice_table = Table(
     UniqueConstraint("org_id", "sequence_number"),
     # One period invoice per subscription and period; one plan-change (or
     # cancellation) invoice per subscription and effective instant.
-    Index(
-        PERIOD_UNIQUE_INDEX,
-        "subscription_id",
-        "period_start",
-        text("(reason IN ('period_close', 'manual'))"),
-        unique=True,
-    ),
+    Index(PERIOD_UNIQUE_INDEX, *PERIOD_UNIQUE_KEY, unique=True),
     Index("ix_invoice_org_id_create_time", "org_id", "create_time"),
     Index("ix_invoice_due_drafts", "grace_period_end", postgresql_where=text("state = 'draft'")),
 )

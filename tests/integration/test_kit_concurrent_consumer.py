@@ -1,0 +1,197 @@
+"""A consumer that applies a fetched batch concurrently (``concurrency`` > 1),
+against real PostgreSQL and NATS: each aggregate's events still apply in order,
+at most ``concurrency`` at once, each exactly once, across lost acks and
+failed attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from nats.aio.msg import Msg
+from tally.events.v1 import kit_events_pb2
+
+from services.kit.bus import EventBus
+from services.kit.consumer import EventConsumer, Subscription
+from services.kit.db import Database
+from services.kit.events import EventEnvelope
+from services.kit.streams import dlq_stream, producer_stream, stream_name
+from services.kit.uow import UnitOfWork
+from tests.support.kit_probe import (
+    PROBE_SCHEMA,
+    SINK_SCHEMA,
+    Probe,
+    Sink,
+    count_applied,
+    create_schema,
+    probe_metadata,
+    reset_probe,
+    sink_metadata,
+)
+
+pytestmark = pytest.mark.integration
+
+STREAM = stream_name("kit")
+AGGREGATES = ("a", "b", "c", "d", "e")
+PER_AGGREGATE = 8
+
+
+@pytest.fixture(scope="module")
+async def bus(nats_url: str) -> AsyncIterator[EventBus]:
+    bus = await EventBus.connect(nats_url, name="kit-concurrency-tests")
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture(scope="module")
+async def databases(database_url: str) -> AsyncIterator[tuple[Database, Database]]:
+    producer = Database(database_url, PROBE_SCHEMA)
+    consumer = Database(database_url, SINK_SCHEMA)
+    await create_schema(producer, probe_metadata)
+    await create_schema(consumer, sink_metadata)
+    yield producer, consumer
+    await producer.dispose()
+    await consumer.dispose()
+
+
+@pytest.fixture
+async def sink(databases: tuple[Database, Database], bus: EventBus) -> Sink:
+    """A fresh stream holding AGGREGATES x PER_AGGREGATE published events,
+    interleaved across aggregates, and an empty sink."""
+    with contextlib.suppress(Exception):
+        await bus.js.delete_stream(STREAM)
+    await bus.ensure_streams([producer_stream("kit"), dlq_stream()])
+    probe = Probe(databases[0], bus)
+    await reset_probe(probe)
+    for i in range(PER_AGGREGATE):
+        for agg in AGGREGATES:
+            await probe.record(f"{agg}/{i}", sequence=i)
+    while await probe.relay.publish_pending():
+        pass
+    sink = Sink(databases[1], bus)
+    await sink.reset()
+    return sink
+
+
+ALL_ONCE = {f"{agg}/{i}": 1 for agg in AGGREGATES for i in range(PER_AGGREGATE)}
+
+
+class Recorder:
+    """A handler that counts like ``count_applied`` and notes order and overlap."""
+
+    def __init__(self, fail_once: set[str] | None = None) -> None:
+        self.order: dict[str, list[int]] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.fail_once = set(fail_once or ())
+
+    async def __call__(
+        self, uow: UnitOfWork, event: kit_events_pb2.KitProbeEvent, envelope: EventEnvelope
+    ) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            # A random pause lets the lanes overtake one another.
+            await asyncio.sleep(random.uniform(0, 0.01))
+            if event.probe_id in self.fail_once:
+                self.fail_once.discard(event.probe_id)
+                raise RuntimeError(f"first attempt at {event.probe_id} fails")
+            await count_applied(uow, event, envelope)
+            self.order.setdefault(envelope.aggregate_id, []).append(event.sequence)
+        finally:
+            self.in_flight -= 1
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(consumer: EventConsumer[UnitOfWork]) -> AsyncIterator[None]:
+    task = asyncio.ensure_future(consumer.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def all_applied_once(sink: Sink) -> bool:
+    return await sink.applied() == ALL_ONCE
+
+
+async def drained(consumer: EventConsumer[UnitOfWork]) -> bool:
+    info = await consumer.bus.js.consumer_info(consumer.sub.stream, consumer.consumer_name)
+    return info.num_ack_pending == 0 and info.num_pending == 0
+
+
+def in_order(recorder: Recorder) -> dict[str, list[int]]:
+    return {agg: list(range(PER_AGGREGATE)) for agg in recorder.order}
+
+
+async def test_each_aggregate_applies_in_order_with_bounded_overlap(sink: Sink) -> None:
+    recorder = Recorder()
+    consumer = sink.consumer(durable="probe-concurrent", handler=recorder, concurrency=3)
+    async with running(consumer):
+        await eventually(lambda: all_applied_once(sink))
+        await eventually(lambda: drained(consumer))
+    assert set(recorder.order) == set(AGGREGATES)
+    assert recorder.order == in_order(recorder)
+    assert 1 < recorder.max_in_flight <= 3
+
+
+async def test_concurrency_one_applies_one_message_at_a_time(sink: Sink) -> None:
+    recorder = Recorder()
+    consumer = sink.consumer(durable="probe-sequential", handler=recorder)
+    async with running(consumer):
+        await eventually(lambda: all_applied_once(sink))
+    assert recorder.max_in_flight == 1
+    assert recorder.order == in_order(recorder)
+
+
+async def test_lost_acks_and_failed_attempts_apply_nothing_twice(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Committed but never acknowledged: JetStream redelivers after ack_wait and
+    # the inbox must turn the second delivery into a bare ack.
+    lose_ack_of = {"a/1", "c/5"}
+    original_ack = Msg.ack
+
+    async def lossy_ack(self: Msg) -> None:
+        probe_id = kit_events_pb2.KitProbeEvent.FromString(self.data).probe_id
+        if probe_id in lose_ack_of:
+            lose_ack_of.discard(probe_id)
+            return
+        await original_ack(self)
+
+    monkeypatch.setattr(Msg, "ack", lossy_ack)
+    recorder = Recorder(fail_once={"b/2", "d/0"})
+    consumer = sink.consumer(
+        durable="probe-concurrent-redelivery",
+        handler=recorder,
+        concurrency=4,
+        ack_wait=1.0,
+        backoff=(0.1,),
+    )
+    async with running(consumer):
+        await eventually(lambda: all_applied_once(sink))
+        await eventually(lambda: drained(consumer))
+    assert not lose_ack_of and not recorder.fail_once  # both faults happened
+    assert await sink.applied() == ALL_ONCE
+
+
+def test_concurrency_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        Subscription[UnitOfWork](
+            durable="probe-bad",
+            handlers={kit_events_pb2.KitProbeEvent: count_applied},
+            concurrency=0,
+        )
