@@ -67,7 +67,7 @@ def uow_factory(ctx: ServiceContext) -> Callable[[], SubscriptionsUnitOfWork]:
             ctx.database,
             ctx.outbox,
             on_events_committed=ctx.relay.wake,
-            on_committed=cache.clear,
+            on_committed=cache.forget,
         )
 
     return make

@@ -72,11 +72,18 @@ async def _subscription(
     return sub
 
 
+def _plan_ids(subs: list[d.Subscription]) -> set[str]:
+    """Every version advancing these subscriptions may consult."""
+    ids: set[str] = set()
+    for sub in subs:
+        ids.add(sub.plan.package_version_id)
+        ids |= {e.target_package_version_id for e in sub.schedules if e.target_package_version_id}
+        ids |= {m.package_version_id for m in sub.marks}
+    return ids
+
+
 async def _plans_for(uow: SubscriptionsUnitOfWork, sub: d.Subscription) -> dict[str, d.Plan]:
-    ids = {sub.plan.package_version_id}
-    ids |= {e.target_package_version_id for e in sub.schedules if e.target_package_version_id}
-    ids |= {m.package_version_id for m in sub.marks}
-    return await uow.repo.plans(ids)
+    return await uow.repo.plans(_plan_ids([sub]))
 
 
 async def _persist(
@@ -87,27 +94,50 @@ async def _persist(
         await uow.repo.add(sub)
     else:
         await uow.repo.save(sub)
-    wanted = {sub.plan.package_version_id}
-    for event in sub.events:
-        if isinstance(event, d.PeriodClosed):
-            wanted |= {s.package_version_id for s in event.period.segments}
+    return await _record_events(uow, [sub])
+
+
+async def _persist_many(
+    uow: SubscriptionsUnitOfWork, subs: list[d.Subscription]
+) -> dict[str, d.Plan]:
+    """``_persist`` for many existing subscriptions, with a fixed number of
+    statements however many there are (the billing clock's chunks)."""
+    await uow.repo.save_many(subs)
+    return await _record_events(uow, subs)
+
+
+async def _record_events(
+    uow: SubscriptionsUnitOfWork, subs: list[d.Subscription]
+) -> dict[str, d.Plan]:
+    wanted: set[str] = set()
+    closed: list[d.ClosedPeriod] = []
+    for sub in subs:
+        wanted.add(sub.plan.package_version_id)
+        for event in sub.events:
+            if isinstance(event, d.PeriodClosed):
+                wanted |= {s.package_version_id for s in event.period.segments}
+                closed.append(event.period)
     plans = await uow.repo.plans(wanted)
-    for event in sub.events:
-        if isinstance(event, d.PeriodClosed) and not await uow.repo.record_closed(event.period):
+    if closed:
+        already = await uow.repo.record_closed(closed)
+        if already:
             # The unique key says someone else closed it: undo everything
             # rather than emit period_closed twice.
+            period = already[0]
             raise Aborted(
                 message=(
-                    f"period {event.period.start.isoformat()} of {sub.subscription_id}"
+                    f"period {period.start.isoformat()} of {period.subscription_id}"
                     " was closed concurrently; retry"
                 ),
                 reason="PERIOD_ALREADY_CLOSED",
-                metadata={"subscription_id": sub.subscription_id},
+                metadata={"subscription_id": period.subscription_id},
             )
-        message = event_pb(event, plans)
-        if message is not None:
-            uow.emit(message, aggregate_id=sub.subscription_id)
-    sub.events.clear()
+    for sub in subs:
+        for event in sub.events:
+            message = event_pb(event, plans)
+            if message is not None:
+                uow.emit(message, aggregate_id=sub.subscription_id)
+        sub.events.clear()
     return plans
 
 
@@ -326,17 +356,21 @@ async def close_periods(
     budget = cmd.max_periods
     outcome = CloseOutcome()
     subs = await uow.repo.due(now, None if budget is None else budget + 1)
+    # One read of every version the chunk may need, one write per table for it.
+    known = await uow.repo.plans(_plan_ids(subs))
+    advanced: list[d.Subscription] = []
     for index, sub in enumerate(subs):
         left = None if budget is None else budget - len(outcome.closed)
         if left is not None and left <= 0:
             outcome.more_due = outcome.more_due or index < len(subs)
             break
-        result = sub.advance(now, await _plans_for(uow, sub), left)
+        result = sub.advance(now, known, left)
         outcome.closed.extend(result.closed)
         outcome.trials_ended += result.trials_ended
         outcome.schedules_applied += result.schedules_applied
         outcome.more_due = outcome.more_due or result.more_due
-        outcome.plans.update(await _persist(uow, sub))
+        advanced.append(sub)
+    outcome.plans.update(await _persist_many(uow, advanced))
     return outcome
 
 

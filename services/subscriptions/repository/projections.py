@@ -5,12 +5,25 @@ producers: these sit on the hot path."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Row,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +51,29 @@ class EntitlementRow:
     used: Decimal
 
 
+@dataclass
+class EntitlementChanges:
+    """Whose entitlement answers a unit of work's writes may have changed.
+
+    The repository records it beside each write to the rows CheckEntitlement
+    reads (subscriptions, usage totals, feature limits), so a commit can
+    forget exactly those cached answers and no others.
+    """
+
+    orgs: set[str] = field(default_factory=set)
+    # A plan's feature limits changed: any org on it may answer differently.
+    every_org: bool = False
+
+    def org(self, org_id: str) -> None:
+        self.orgs.add(org_id)
+
+    def everyone(self) -> None:
+        self.every_org = True
+
+    def __bool__(self) -> bool:
+        return self.every_org or bool(self.orgs)
+
+
 def _plan(row: Row[Any]) -> d.Plan:
     return d.Plan(
         package_version_id=row.package_version_id,
@@ -53,6 +89,7 @@ def _plan(row: Row[Any]) -> d.Plan:
 
 class ProjectionQueries:
     session: AsyncSession
+    changes: EntitlementChanges
 
     # ------------------------------------------------------ catalog projection
 
@@ -80,6 +117,7 @@ class ProjectionQueries:
             "metric_codes": list(metric_codes),
             "publish_time": publish_time,
         }
+        self.changes.everyone()
         # Published versions never change; a replay rewrites the same values.
         stmt = pg_insert(package_version_table).values(**values)
         await self.session.execute(
@@ -135,6 +173,8 @@ class ProjectionQueries:
         )
 
     async def archive_package(self, package_id: str, package_code: str) -> None:
+        # Rare, and no org is named: forgetting every answer is the safe side.
+        self.changes.everyone()
         stmt = pg_insert(package_table).values(
             package_id=package_id, package_code=package_code, archived=True
         )
@@ -192,6 +232,7 @@ class ProjectionQueries:
         value: Decimal,
         revision: int,
     ) -> None:
+        self.changes.org(org_id)
         stmt = pg_insert(usage_aggregate_table).values(
             subscription_id=subscription_id,
             org_id=org_id,
@@ -223,22 +264,42 @@ class ProjectionQueries:
         each pinned version and this period's usage of its metric."""
         stmt = _ENTITLEMENT.params(org_id=org_id, feature_key=feature_key)
         row = (await self.session.execute(stmt)).first()
-        if row is None:
-            return None
-        limit = None
-        if row.feature_key is not None:
-            limit = d.FeatureLimit(
-                feature_key=row.feature_key,
-                unlimited=row.unlimited,
-                limit=Decimal(row.limit_value) if row.limit_value is not None else None,
-                hard=row.hard,
-                resets_each_period=row.resets_each_period,
-                metric_code=row.metric_code,
+        return None if row is None else _entitlement_row(row)
+
+    async def entitlements(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], EntitlementRow | None]:
+        """``entitlement`` for many (org, feature) pairs in one statement."""
+        if not keys:
+            return {}
+        stmt = _ENTITLEMENTS.params(
+            key_org_ids=[org for org, _ in keys], key_feature_keys=[f for _, f in keys]
+        )
+        return {
+            (row.key_org_id, row.key_feature_key): (
+                None if row.subscription_id is None else _entitlement_row(row)
             )
-        return EntitlementRow(row.subscription_id, limit, Decimal(row.used or 0))
+            for row in await self.session.execute(stmt)
+        }
 
 
-def _entitlement_statement() -> Select[Any]:
+def _entitlement_row(row: Row[Any]) -> EntitlementRow:
+    limit = None
+    if row.feature_key is not None:
+        limit = d.FeatureLimit(
+            feature_key=row.feature_key,
+            unlimited=row.unlimited,
+            limit=Decimal(row.limit_value) if row.limit_value is not None else None,
+            hard=row.hard,
+            resets_each_period=row.resets_each_period,
+            metric_code=row.metric_code,
+        )
+    return EntitlementRow(row.subscription_id, limit, Decimal(row.used or 0))
+
+
+def _entitlement_statement(
+    org_id: ColumnElement[str], feature_key: ColumnElement[str]
+) -> Select[Any]:
     # Built once: CheckEntitlement is the hottest read of the suite, and
     # building this select per call cost more CPU than running it.
     s, fl, u = subscription_table, feature_limit_table, usage_aggregate_table
@@ -270,12 +331,12 @@ def _entitlement_statement() -> Select[Any]:
                 fl,
                 and_(
                     fl.c.package_version_id == s.c.package_version_id,
-                    fl.c.feature_key == bindparam("feature_key"),
+                    fl.c.feature_key == feature_key,
                 ),
             )
         )
         .where(
-            s.c.org_id == bindparam("org_id"),
+            s.c.org_id == org_id,
             s.c.state.in_([st.value for st in d.ENTITLED_STATES]),
         )
         # With several subscriptions, the most generous one answers.
@@ -289,4 +350,21 @@ def _entitlement_statement() -> Select[Any]:
     )
 
 
-_ENTITLEMENT = _entitlement_statement()
+def _entitlements_statement() -> Select[Any]:
+    # The same select per (org, feature) pair, laterally joined to the pairs.
+    keys = (
+        func.unnest(
+            bindparam("key_org_ids", type_=ARRAY(Text)),
+            bindparam("key_feature_keys", type_=ARRAY(Text)),
+        )
+        .table_valued("org_id", "feature_key")
+        .render_derived(name="k", with_types=False)
+    )
+    one = _entitlement_statement(keys.c.org_id, keys.c.feature_key).lateral("e")
+    return select(
+        keys.c.org_id.label("key_org_id"), keys.c.feature_key.label("key_feature_key"), one
+    ).select_from(keys.outerjoin(one, true()))
+
+
+_ENTITLEMENT = _entitlement_statement(bindparam("org_id"), bindparam("feature_key"))
+_ENTITLEMENTS = _entitlements_statement()

@@ -1,13 +1,24 @@
-"""The entitlement cache: answers from memory until this process commits or
-the TTL passes, and never stores a read that a commit overtook."""
+"""The entitlement cache: answers from memory until a commit of this process
+touches the org (or the TTL passes), and never stores a read that a commit
+to its org overtook."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from services.subscriptions.repository import EntitlementRow
-from services.subscriptions.repository.entitlement_cache import EntitlementCache
+from services.subscriptions.repository.entitlement_cache import (
+    BulkLoader,
+    EntitlementCache,
+    Key,
+    Loader,
+)
+from services.subscriptions.repository.projections import EntitlementChanges
 
 
 class Table:
@@ -90,3 +101,208 @@ async def test_a_full_cache_starts_over_instead_of_growing() -> None:
     assert table.reads == 3  # "c" was kept after the reset
     await cache.get("a", "seats", table.load)
     assert table.reads == 4  # "a" was dropped by it
+
+
+class Orgs:
+    """Per-org totals, the way the entitlement statement would read them."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, Decimal] = {}
+        self.reads = 0
+        self.bulk_reads = 0
+
+    async def load(self, org_id: str, feature_key: str) -> EntitlementRow | None:
+        self.reads += 1
+        return EntitlementRow(f"sub-{org_id}", None, self.used.get(org_id, Decimal(0)))
+
+    async def load_many(self, keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
+        self.bulk_reads += 1
+        return {(org, f): EntitlementRow(f"sub-{org}", None, self._used(org)) for org, f in keys}
+
+    def _used(self, org_id: str) -> Decimal:
+        return self.used.get(org_id, Decimal(0))
+
+    def commit(self, cache: EntitlementCache, org_id: str, used: int) -> None:
+        self.used[org_id] = Decimal(used)
+        cache.forget(EntitlementChanges(orgs={org_id}))
+
+
+async def test_a_commit_forgets_only_the_orgs_it_touched() -> None:
+    cache, table = EntitlementCache(ttl_seconds=60), Orgs()
+    for org in ("a", "b"):
+        await cache.get(org, "seats", table.load)
+    table.commit(cache, "a", 4)
+    a = await cache.get("a", "seats", table.load)
+    b = await cache.get("b", "seats", table.load)
+    assert a is not None and a.used == Decimal(4)
+    assert b is not None and b.used == Decimal(0)
+    assert table.reads == 3  # "b" was still in memory
+
+
+async def test_a_change_of_limits_forgets_every_org() -> None:
+    cache, table = EntitlementCache(ttl_seconds=60), Orgs()
+    for org in ("a", "b"):
+        await cache.get(org, "seats", table.load)
+    cache.forget(EntitlementChanges(every_org=True))
+    for org in ("a", "b"):
+        await cache.get(org, "seats", table.load)
+    assert table.reads == 4
+
+
+async def test_a_read_is_kept_unless_a_commit_to_its_own_org_overtook_it() -> None:
+    cache, table = EntitlementCache(ttl_seconds=60), Orgs()
+    release = asyncio.Event()
+
+    async def slow_load(org_id: str, feature_key: str) -> EntitlementRow | None:
+        row = await table.load(org_id, feature_key)
+        await release.wait()
+        return row
+
+    a = asyncio.create_task(cache.get("a", "seats", slow_load))
+    b = asyncio.create_task(cache.get("b", "seats", slow_load))
+    await asyncio.sleep(0)
+    table.commit(cache, "a", 9)  # lands while both reads are in flight
+    release.set()
+    await asyncio.gather(a, b)
+    reads = table.reads
+    fresh = await cache.get("a", "seats", table.load)
+    assert fresh is not None and fresh.used == Decimal(9)
+    await cache.get("b", "seats", table.load)
+    assert table.reads == reads + 1  # only "a" was read again
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_answers_still_asked_for_are_refreshed_together_before_they_expire() -> None:
+    clock, table = Clock(), Orgs()
+    cache = EntitlementCache(ttl_seconds=1, clock=clock)
+    for org in ("a", "b", "idle"):
+        await cache.get(org, "seats", table.load, table.load_many)
+    table.used = {"a": Decimal(2), "b": Decimal(3)}  # committed by another replica
+    clock.now = 0.6  # past half their life
+    for org in ("a", "b"):
+        await cache.get(org, "seats", table.load, table.load_many)
+    await asyncio.sleep(0.01)  # the refresh runs
+    clock.now = 1.2  # past the first read's expiry
+    a = await cache.get("a", "seats", table.load, table.load_many)
+    b = await cache.get("b", "seats", table.load, table.load_many)
+    assert table.reads == 3 and table.bulk_reads == 1  # one statement for all
+    assert a is not None and a.used == Decimal(2)
+    assert b is not None and b.used == Decimal(3)
+    clock.now = 1.7  # "idle" was refreshed once, then never asked for
+    await cache.get("idle", "seats", table.load, table.load_many)
+    assert table.reads == 4
+
+
+async def test_orgs_asked_in_turn_once_a_ttl_stay_in_memory() -> None:
+    clock, table = Clock(), Orgs()
+    cache = EntitlementCache(ttl_seconds=1, clock=clock)
+    for step in range(12):  # a steady caller going round four orgs
+        clock.now = step * 0.25
+        await cache.get("abcd"[step % 4], "seats", table.load, table.load_many)
+        await asyncio.sleep(0)  # a refresh it started runs
+    assert table.reads == 4  # the first round only
+
+
+async def test_a_refresh_keeps_nothing_of_an_org_a_commit_overtook() -> None:
+    cache, table = EntitlementCache(ttl_seconds=60), Orgs()
+    release = asyncio.Event()
+
+    async def slow_many(keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
+        rows = await table.load_many(keys)
+        await release.wait()
+        return rows
+
+    refreshing = asyncio.create_task(cache.refresh([("a", "seats"), ("b", "seats")], slow_many))
+    await asyncio.sleep(0)
+    table.commit(cache, "a", 6)
+    release.set()
+    await refreshing
+    a = await cache.get("a", "seats", table.load)
+    assert a is not None and a.used == Decimal(6)
+    await cache.get("b", "seats", table.load)
+    assert table.reads == 1  # "b" came from the refresh
+
+
+# One step: ("commit", org, total), ("read", org) or ("start", org) / ("finish",)
+# for a read that spans the steps between them, as a read in flight while
+# commits land does.
+_ORGS = st.sampled_from(["a", "b", "c"])
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("commit"), _ORGS, st.integers(0, 5)),
+        st.tuples(st.just("read"), _ORGS),
+        st.tuples(st.just("start"), _ORGS),
+        st.tuples(st.just("finish")),
+        st.tuples(st.just("everyone"), st.integers(0, 5)),
+        st.tuples(st.just("refresh")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=_STEPS)
+def test_answers_are_what_the_database_holds_after_every_commit(
+    steps: list[tuple[object, ...]],
+) -> None:
+    async def run() -> None:
+        cache, table = EntitlementCache(ttl_seconds=3600), Orgs()
+        in_flight: list[tuple[asyncio.Task[object], asyncio.Event]] = []
+
+        def snapshot_many(gate: asyncio.Event) -> BulkLoader:
+            async def load_many(keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
+                rows = await table.load_many(keys)
+                await gate.wait()
+                return rows
+
+            return load_many
+
+        def snapshot_load(gate: asyncio.Event) -> Loader:
+            async def load(org_id: str, feature_key: str) -> EntitlementRow | None:
+                row = await table.load(org_id, feature_key)  # the snapshot of its start
+                await gate.wait()
+                return row
+
+            return load
+
+        for step in steps:
+            match step:
+                case ("commit", str(org), int(total)):
+                    table.commit(cache, org, total)
+                case ("everyone", int(total)):
+                    table.used = {org: Decimal(total) for org in table.used}
+                    cache.forget(EntitlementChanges(every_org=True))
+                case ("read", str(org)):
+                    row = await cache.get(org, "seats", table.load)
+                    assert row is not None
+                    assert row.used == table.used.get(org, Decimal(0))
+                case ("start", str(org)):
+                    gate = asyncio.Event()
+                    task = asyncio.create_task(cache.get(org, "seats", snapshot_load(gate)))
+                    await asyncio.sleep(0)  # it has read its snapshot
+                    in_flight.append((task, gate))
+                case ("refresh",):
+                    gate = asyncio.Event()
+                    keys = [(org, "seats") for org in ("a", "b", "c")]
+                    task = asyncio.create_task(cache.refresh(keys, snapshot_many(gate)))
+                    await asyncio.sleep(0)
+                    in_flight.append((task, gate))
+                case ("finish",) if in_flight:
+                    task, gate = in_flight.pop(0)
+                    gate.set()
+                    await task
+        for task, gate in in_flight:
+            gate.set()
+            await task
+        for org in ("a", "b", "c"):
+            row = await cache.get(org, "seats", table.load)
+            assert row is not None and row.used == table.used.get(org, Decimal(0))
+
+    asyncio.run(run())
