@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from nats.js.errors import NotFoundError
 
 from services.kit.bus import EventBus
@@ -29,6 +30,12 @@ from tests.support.databases import create_database, drop_database
 # ("Other threads are currently calling into gRPC, skipping fork() handlers").
 # Read when gRPC initialises, so it must be set before any test creates a channel.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+# Hypothesis's per-example deadline is a wall-clock assertion: on a loaded
+# 2-core machine it failed examples that were merely slow. Tests never assert
+# on time, so the deadline is off for every property test.
+hypothesis_settings.register_profile("tally", deadline=None)
+hypothesis_settings.load_profile("tally")
 
 
 @dataclass(frozen=True)
