@@ -96,8 +96,9 @@ def timestamp(text: Any) -> Timestamp | None:
         seconds += -offset if sign == "+" else offset
     if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
         return _library_timestamp(text)
-    # The same float arithmetic as FromJsonString, so the nanos agree exactly.
-    nanos = round(float("0." + fraction) * 1e9) if fraction else 0
+    # Integer arithmetic: at most 9 digits, so this is exactly what
+    # FromJsonString's float rounding yields, without a float.
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
     return Timestamp(seconds=seconds, nanos=nanos)
 
 

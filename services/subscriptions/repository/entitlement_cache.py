@@ -72,7 +72,7 @@ class EntitlementCache:
         self._versions: dict[str, int] = {}
         self._reading: dict[str, int] = {}
         self._refreshing: asyncio.Task[None] | None = None
-        self._refreshed_at = float("-inf")
+        self._refreshed_at: float | None = None  # monotonic seconds
 
     def clear(self) -> None:
         self._cleared += 1
@@ -135,7 +135,9 @@ class EntitlementCache:
         # At most one refresh per quarter TTL, each taking what expires
         # within half a TTL: an answer asked for is re-read at least once
         # before it expires, and a busy cache costs a few statements a TTL.
-        if self._refreshing is not None or now - self._refreshed_at < self.ttl / 4:
+        if self._refreshing is not None or (
+            self._refreshed_at is not None and now - self._refreshed_at < self.ttl / 4
+        ):
             return
         self._refreshed_at = now
         # Answers nobody asked for since they were read just expire.
