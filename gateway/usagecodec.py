@@ -52,6 +52,7 @@ _EVENT_FIELDS = {
     "properties": "properties",
 }
 _REQUEST_ID = frozenset({"requestId", "request_id"})
+_OMIT_ACCEPTED = frozenset({"omitAcceptedResults", "omit_accepted_results"})
 
 
 def _fields_are(message: type[Message], names: set[str]) -> bool:
@@ -62,7 +63,9 @@ def _fields_are(message: type[Message], names: set[str]) -> bool:
 
 _KNOWN_SHAPES = (
     _fields_are(resources_pb2.UsageEvent, set(_EVENT_FIELDS.values()))
-    and _fields_are(usage_pb2.RecordUsageBatchRequest, {"events", "request_id"})
+    and _fields_are(
+        usage_pb2.RecordUsageBatchRequest, {"events", "request_id", "omit_accepted_results"}
+    )
     and _fields_are(usage_pb2.RecordUsageRequest, {"event", "request_id"})
     and _fields_are(usage_pb2.RecordUsageResponse, {"result"})
     and _fields_are(
@@ -148,12 +151,16 @@ def _event(item: Any, stamps: dict[str, Timestamp]) -> dict[str, Any] | None:
     return fields
 
 
-def _request_fields(body: Any, message_field: str) -> tuple[Any, str] | None:
-    """The top level: ``message_field`` and the optional request id, nothing else."""
+def _request_fields(
+    body: Any, message_field: str, *, batch: bool = False
+) -> tuple[Any, str, bool] | None:
+    """The top level: ``message_field``, the optional request id and (``batch``) the
+    optional omit_accepted_results flag, nothing else."""
     if type(body) is not dict:
         return None
     payload: Any = None
     request_id: Any = None
+    omit: bool | None = None
     seen_payload = False
     for key, value in body.items():
         if key == message_field:
@@ -161,11 +168,13 @@ def _request_fields(body: Any, message_field: str) -> tuple[Any, str] | None:
             payload = value
         elif key in _REQUEST_ID and request_id is None and type(value) is str:
             request_id = value
+        elif batch and key in _OMIT_ACCEPTED and omit is None and type(value) is bool:
+            omit = value
         else:
             return None
     if not seen_payload:
         return None
-    return payload, request_id or ""
+    return payload, request_id or "", bool(omit)
 
 
 def _may_hold_nul(raw: bytes) -> bool:
@@ -176,13 +185,15 @@ def _may_hold_nul(raw: bytes) -> bool:
 
 def decode_batch(body: Any, raw: bytes) -> usage_pb2.RecordUsageBatchRequest | None:
     """``RecordUsageBatchRequest`` from the parsed body, or None to use the generic path."""
-    top = _request_fields(body, "events")
+    top = _request_fields(body, "events", batch=True)
     if top is None or type(top[0]) is not list or _may_hold_nul(raw):
         return None
-    items, request_id = top
+    items, request_id, omit_accepted = top
     stamps: dict[str, Timestamp] = {}
     try:
-        request = usage_pb2.RecordUsageBatchRequest(request_id=request_id)
+        request = usage_pb2.RecordUsageBatchRequest(
+            request_id=request_id, omit_accepted_results=omit_accepted
+        )
         add = request.events.add
         for item in items:
             fields = _event(item, stamps)
@@ -199,7 +210,7 @@ def decode_single(body: Any, raw: bytes) -> usage_pb2.RecordUsageRequest | None:
     top = _request_fields(body, "event")
     if top is None or _may_hold_nul(raw):
         return None
-    item, request_id = top
+    item, request_id, _ = top
     fields = _event(item, {})
     if fields is None:
         return None

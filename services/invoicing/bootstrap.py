@@ -37,6 +37,7 @@ def _subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
         shared_reader(s.usage_addr, s.usage_deadline_seconds),
         policy(s),
         concurrency=ctx.settings.consumer_concurrency,
+        messages_per_transaction=ctx.settings.consumer_messages_per_transaction,
     )
 
 

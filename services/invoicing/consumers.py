@@ -47,12 +47,19 @@ def closed_period(event: SE.SubscriptionPeriodClosedEvent) -> d.ClosedPeriod:
 
 
 def subscriptions(
-    usage: h.UsageSource, policy: Policy, clock: Clock | None = None, *, concurrency: int = 1
+    usage: h.UsageSource,
+    policy: Policy,
+    clock: Clock | None = None,
+    *,
+    concurrency: int = 1,
+    messages_per_transaction: int = 1,
 ) -> Sequence[Subscription[Any]]:
     """``concurrency``: subscriptions whose events apply at once. Their handlers
     write one subscription's rows; what an org shares (the invoice counter, the
     credit balance) is locked in one order, counter then balance, and held to
-    commit, so numbers stay gapless when an org's periods close together."""
+    commit, so numbers stay gapless when an org's periods close together.
+    ``messages_per_transaction``: subscription events applied in one
+    transaction; every effect of these handlers lives in the unit of work."""
     the_clock: Clock = clock or SystemClock()
 
     async def on_published(
@@ -152,6 +159,7 @@ def subscriptions(
                 SE.SubscriptionPeriodClosedEvent: on_period_closed,
             },
             concurrency=concurrency,
+            messages_per_transaction=messages_per_transaction,
         ),
         Subscription[InvoicingUnitOfWork](
             durable="payment-outcomes",

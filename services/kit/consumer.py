@@ -7,11 +7,19 @@ and is acknowledged without applying the effect twice. A message that keeps
 failing is retried with backoff, then parked on the dead-letter subject.
 
 A subscription may opt in to applying a fetched batch concurrently
-(``concurrency`` > 1): messages are grouped by their aggregate id, each group
-is applied in fetch order by one worker, and at most ``concurrency`` groups
-run at once. Every message keeps its own transaction, inbox row and ack, so
-the guarantees above hold per message; only messages of different aggregates
-may overtake one another.
+(``concurrency`` > 1): messages are grouped by their aggregate id, each
+aggregate's messages are applied in fetch order by one worker, and at most
+``concurrency`` workers run at once. Only messages of different aggregates may
+overtake one another.
+
+It may also opt in to applying several messages in one transaction
+(``messages_per_transaction`` > 1): a worker gathers whole aggregates' messages
+up to that many and applies them, with one inbox row each, in one unit of
+work, then acks them all. The guarantees above hold per message because the
+effects, the inbox rows and the acks of a group stand or fall together. A group
+that fails rolls back entirely and its messages are applied again one by one,
+each in its own transaction, so one poison message is retried and parked
+alone and never holds back the others.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -66,6 +74,24 @@ class Inbox:
         )
         return (await session.execute(stmt)).first() is not None
 
+    async def claim_many(
+        self, session: AsyncSession, consumer: str, envelopes: Sequence[EventEnvelope]
+    ) -> set[str]:
+        """Ids of the events this consumer sees for the first time, in one statement."""
+        rows = {
+            e.event_id: {"consumer": consumer, "event_id": e.event_id, "subject": e.subject}
+            for e in envelopes
+        }
+        if not rows:
+            return set()
+        stmt = (
+            pg_insert(self.table)
+            .values(list(rows.values()))
+            .on_conflict_do_nothing()
+            .returning(self.table.c.event_id)
+        )
+        return set((await session.execute(stmt)).scalars())
+
 
 @dataclass
 class Subscription(Generic[U]):
@@ -82,11 +108,20 @@ class Subscription(Generic[U]):
     # pool size (``db_pool_size``) and only opt in where the handlers are safe
     # for different aggregates at the same time.
     concurrency: int = 1
+    # Messages applied in one transaction; 1 gives each its own. More saves a
+    # transaction, an inbox statement and a connection checkout per message,
+    # at the price of holding a group's row locks until the group commits.
+    # Only for handlers whose effects all live in the unit of work.
+    messages_per_transaction: int = 1
     by_subject: dict[str, tuple[type[Message], Handler[U]]] = field(init=False)
+    batched: bool = field(init=False)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"{self.durable}: concurrency must be at least 1")
+        if self.messages_per_transaction < 1:
+            raise ValueError(f"{self.durable}: messages_per_transaction must be at least 1")
+        self.batched = self.concurrency > 1 or self.messages_per_transaction > 1
         self.by_subject = {subject_of(cls): (cls, h) for cls, h in self.handlers.items()}
         producers = {producer_of(s) for s in self.by_subject}
         if len(producers) != 1:
@@ -170,27 +205,35 @@ class EventConsumer(Generic[U]):
                 await asyncio.sleep(min(10.0, 0.2 * 2**failures))
                 continue
             failures = 0
-            if self.sub.concurrency > 1 and len(msgs) > 1:
-                await self.handle_concurrently(msgs)
+            if len(msgs) > 1 and self.sub.batched:
+                await self.handle_batch(msgs)
             else:
                 for msg in msgs:
                     await self.handle(msg)
 
-    async def handle_concurrently(self, msgs: Sequence[Msg]) -> None:
-        """Apply a batch with at most ``concurrency`` aggregates in flight, each
-        aggregate's messages one after another in fetch order."""
+    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+        """Apply a batch with at most ``concurrency`` workers in flight, each
+        aggregate's messages one after another in fetch order, up to
+        ``messages_per_transaction`` of them in one transaction."""
         lanes: dict[str, list[Msg]] = {}
         for msg in msgs:
             # No aggregate id: no known independence, so those share one lane.
             key = (msg.headers or {}).get(HEADER_AGGREGATE_ID, "")
             lanes.setdefault(key, []).append(msg)
         pending = iter(lanes.values())
+        group_size = self.sub.messages_per_transaction
 
         async def worker() -> None:
-            # One shared iterator: a worker takes the next lane when it is free.
+            # One shared iterator: a worker takes the next lanes when it is free.
+            # A lane is never split, so one aggregate's messages stay in order.
+            group: list[Msg] = []
             for lane in pending:
-                for msg in lane:
-                    await self.handle(msg)
+                group.extend(lane)
+                if len(group) >= group_size:
+                    await self.handle_group(group)
+                    group = []
+            if group:
+                await self.handle_group(group)
 
         workers = min(self.sub.concurrency, len(lanes))
         results = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
@@ -200,28 +243,84 @@ class EventConsumer(Generic[U]):
             if isinstance(result, BaseException):
                 raise result
 
-    async def handle(self, msg: Msg) -> None:
-        """Apply one message at most once, then ack; nak or park it on failure."""
-        headers = dict(msg.headers or {})
-        parent = propagate.extract(headers)
-        token = otel_context.attach(parent)
+    async def handle_group(self, msgs: Sequence[Msg]) -> None:
+        """Apply messages in one transaction and ack them; one by one if that fails."""
+        if len(msgs) == 1 or self.sub.messages_per_transaction == 1:
+            for msg in msgs:
+                await self.handle(msg)
+            return
+        try:
+            await self.apply_group(msgs)
+        except Exception as exc:
+            raise_if_cancelling()
+            log.info(
+                "%s: a group of %d failed (%s); applying them one by one",
+                self.consumer_name,
+                len(msgs),
+                exc,
+            )
+            for msg in msgs:
+                await self.handle(msg)
+            return
+        for msg in msgs:
+            await msg.ack()
+
+    async def apply_group(self, msgs: Sequence[Msg]) -> None:
+        """Apply each message not seen before, all in one transaction with their inbox rows."""
+        parsed = [
+            (msg, headers, EventEnvelope.from_message(msg.subject, headers, msg.data))
+            for msg in msgs
+            for headers in (dict(msg.headers or {}),)
+        ]
+        async with self.uow_factory() as uow:
+            fresh = await self.inbox.claim_many(
+                uow.session,
+                self.consumer_name,
+                [e for m, _, e in parsed if m.subject in self.sub.by_subject],
+            )
+            for msg, headers, envelope in parsed:
+                subject = msg.subject
+                entry = self.sub.by_subject.get(subject)
+                if entry is None:
+                    log.warning("%s: no handler for %s; acknowledged", self.consumer_name, subject)
+                    continue
+                if envelope.event_id not in fresh:
+                    continue  # applied before, or twice in this group
+                fresh.discard(envelope.event_id)
+                message_cls, handler = entry
+                event = message_cls()
+                event.ParseFromString(msg.data)
+                with self._span(subject, headers):
+                    await handler(uow, event, envelope)
+            await uow.commit()
+
+    @contextlib.contextmanager
+    def _span(self, subject: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
+        """The consumer span of one message, child of the producer's context."""
+        token = otel_context.attach(propagate.extract(headers))
         try:
             with tracer.start_as_current_span(
-                f"consume {msg.subject}", kind=trace.SpanKind.CONSUMER
+                f"consume {subject}", kind=trace.SpanKind.CONSUMER
             ) as span:
                 span.set_attribute("tally.service", self.service)
                 span.set_attribute("messaging.system", "nats")
-                span.set_attribute("messaging.destination.name", msg.subject)
+                span.set_attribute("messaging.destination.name", subject)
                 span.set_attribute("messaging.consumer.group.name", self.consumer_name)
-                try:
-                    await self.apply(msg.subject, headers, msg.data)
-                except Exception as exc:
-                    span.record_exception(exc)
-                    await self._on_failure(msg, headers, exc)
-                    return
-                await msg.ack()
+                yield span
         finally:
             otel_context.detach(token)
+
+    async def handle(self, msg: Msg) -> None:
+        """Apply one message at most once, then ack; nak or park it on failure."""
+        headers = dict(msg.headers or {})
+        with self._span(msg.subject, headers) as span:
+            try:
+                await self.apply(msg.subject, headers, msg.data)
+            except Exception as exc:
+                span.record_exception(exc)
+                await self._on_failure(msg, headers, exc)
+                return
+            await msg.ack()
 
     async def apply(self, subject: str, headers: dict[str, str], data: bytes) -> bool:
         """Apply an event in one transaction with its inbox row; False if seen before."""

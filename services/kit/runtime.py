@@ -30,10 +30,11 @@ from services.kit.errors import StartupError
 from services.kit.gauges import ServiceGauges
 from services.kit.gauges import register as register_gauges
 from services.kit.gauges import unregister as unregister_gauges
+from services.kit.gctune import tune_for_serving
 from services.kit.http import HttpEndpoint, service_app
 from services.kit.idempotency import RequestLog
 from services.kit.outbox import Outbox, OutboxRelay
-from services.kit.rpc.interceptors import ErrorMappingInterceptor
+from services.kit.rpc.interceptors import server_interceptors
 from services.kit.settings import ServiceSettings
 from services.kit.streams import dlq_stream, producer_stream
 from services.kit.tasks import cancel_and_wait, raise_if_cancelling
@@ -186,6 +187,8 @@ class ServiceRuntime:
             )
             register_gauges(self._gauges)
             self._spawn(self._gauges.sample_forever(), "metrics-sampler")
+            # Start-up is done: what exists now lives as long as the process.
+            tune_for_serving()
             self._spawn(self._watch_dependencies(ctx), "health-watch")
         except BaseException:
             await self.stop()
@@ -200,13 +203,8 @@ class ServiceRuntime:
         )
 
     def _build_server(self, ctx: ServiceContext) -> grpc.aio.Server:
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
         server = grpc.aio.server(
-            interceptors=[
-                aio_server_interceptor(),  # type: ignore[no-untyped-call]
-                ErrorMappingInterceptor(self.spec.name),
-            ],
+            interceptors=server_interceptors(self.spec.name),
             options=[
                 ("grpc.so_reuseport", 0),
                 # Explicit, so an oversized request is refused (RESOURCE_EXHAUSTED)

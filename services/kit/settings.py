@@ -112,6 +112,9 @@ class ServiceSettings(CommonSettings):
     # Aggregates applied at once by the consumers that opt in (period closes);
     # each holds a pooled connection, so it is capped at db_pool_size.
     consumer_concurrency: int = Field(default=8, ge=1, le=64)
+    # Messages those consumers apply in one transaction (see kit/consumer.py):
+    # fewer commits and round trips per event, longer-held row locks.
+    consumer_messages_per_transaction: int = Field(default=10, ge=1, le=500)
 
     @field_validator("database_url")
     @classmethod

@@ -64,7 +64,10 @@ def _uow_factory(ctx: ServiceContext) -> Callable[[], UnitOfWork]:
 
 
 def _subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
-    return consumers.subscriptions(collector_of(ctx))
+    return consumers.subscriptions(
+        collector_of(ctx),
+        messages_per_transaction=ctx.settings.consumer_messages_per_transaction,
+    )
 
 
 def _routes(ctx: ServiceContext) -> Sequence[BaseRoute]:

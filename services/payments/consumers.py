@@ -30,7 +30,12 @@ def finalized_invoice(event: ie.InvoiceFinalizedEvent) -> h.FinalizedInvoice:
     )
 
 
-def subscriptions(collector: Collector, clock: Clock | None = None) -> Sequence[Subscription[Any]]:
+def subscriptions(
+    collector: Collector, clock: Clock | None = None, *, messages_per_transaction: int = 1
+) -> Sequence[Subscription[Any]]:
+    """``messages_per_transaction``: invoice events applied in one transaction.
+    Safe because these handlers only write; the charge happens in the
+    collector, woken after the commit."""
     the_clock: Clock = clock or SystemClock()
 
     async def on_finalized(
@@ -68,5 +73,6 @@ def subscriptions(collector: Collector, clock: Clock | None = None) -> Sequence[
                 ie.InvoiceVoidedEvent: on_voided,
                 ie.InvoiceMarkedUncollectibleEvent: on_uncollectible,
             },
+            messages_per_transaction=messages_per_transaction,
         )
     ]

@@ -116,7 +116,9 @@ def jobs(ctx: ServiceContext, clock: Clock | None = None) -> Sequence[Job]:
 
 
 def _subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
-    return consumers.subscriptions()
+    return consumers.subscriptions(
+        messages_per_transaction=ctx.settings.consumer_messages_per_transaction
+    )
 
 
 SPEC = ServiceSpec(

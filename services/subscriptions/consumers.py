@@ -114,7 +114,11 @@ async def on_usage_aggregated(
     )
 
 
-def subscriptions(clock: Clock | None = None) -> Sequence[Subscription[Any]]:
+def subscriptions(
+    clock: Clock | None = None, *, messages_per_transaction: int = 1
+) -> Sequence[Subscription[Any]]:
+    """``messages_per_transaction``: usage aggregates applied in one
+    transaction; their handler only writes the projection."""
     the_clock: Clock = clock or SystemClock()
 
     async def on_payment_failed(
@@ -143,6 +147,7 @@ def subscriptions(clock: Clock | None = None) -> Sequence[Subscription[Any]]:
         Subscription[SubscriptionsUnitOfWork](
             durable="usage-projection",
             handlers={usage_events_pb2.UsageAggregatedEvent: on_usage_aggregated},
+            messages_per_transaction=messages_per_transaction,
         ),
         Subscription[SubscriptionsUnitOfWork](
             durable="payment-outcomes",

@@ -159,6 +159,7 @@ def subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
             # Every handler here touches one subscription's rows only, so
             # different subscriptions (the aggregate id) may run at once.
             concurrency=s.consumer_concurrency,
+            messages_per_transaction=s.consumer_messages_per_transaction,
             **options,
         ),
     ]

@@ -81,10 +81,13 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
     def _session(self) -> AsyncSession:
         return self.ctx.database.sessions()
 
-    async def _batch(self, request: Any, events: Sequence[Any], method: str) -> BatchOutcome:
+    async def _batch(
+        self, request: Any, events: Sequence[Any], method: str, *, omit_accepted: bool = False
+    ) -> usage_pb2.RecordUsageBatchResponse:
         if not request.request_id:
-            return await self.ingestor.ingest(events)
-        # With an AIP-155 request id, a retry answers what the first call did.
+            return _batch_response(await self.ingestor.ingest(events), omit_accepted)
+        # With an AIP-155 request id, a retry answers what the first call did:
+        # the stored answer itself, which may omit accepted results.
         holder: list[BatchOutcome] = []
 
         async def work(uow: UnitOfWork) -> usage_pb2.RecordUsageBatchResponse:
@@ -95,7 +98,7 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
                 copy_threshold=self.ingestor.copy_threshold,
             )
             holder[:] = [outcome]
-            return _batch_response(outcome)
+            return _batch_response(outcome, omit_accepted)
 
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -111,25 +114,28 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
             except Exception as exc:
                 if attempt == MAX_ATTEMPTS or not retryable(exc):
                     raise
-        if holder:
+        if holder:  # drops of a replayed answer were reported the first time
             report_outcome(holder[0])
-            return holder[0]
-        return _outcome_of(response)
+        return response
 
     async def RecordUsage(
         self, request: usage_pb2.RecordUsageRequest, context: grpc.aio.ServicerContext
     ) -> usage_pb2.RecordUsageResponse:
         if not request.HasField("event"):
             raise InvalidArgument.field("event", "is required")
-        outcome = await self._batch(request, [request.event], "RecordUsage")
-        return usage_pb2.RecordUsageResponse(result=_result_message(outcome.results[0]))
+        response = await self._batch(request, [request.event], "RecordUsage")
+        return usage_pb2.RecordUsageResponse(result=response.results[0])
 
     async def RecordUsageBatch(
         self, request: usage_pb2.RecordUsageBatchRequest, context: grpc.aio.ServicerContext
     ) -> usage_pb2.RecordUsageBatchResponse:
         _check_batch_size(len(request.events), "events")
-        outcome = await self._batch(request, request.events, "RecordUsageBatch")
-        return _batch_response(outcome)
+        return await self._batch(
+            request,
+            request.events,
+            "RecordUsageBatch",
+            omit_accepted=request.omit_accepted_results,
+        )
 
     async def StreamUsage(
         self,
@@ -165,11 +171,7 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
                         accepted_count=outcome.accepted,
                         duplicate_count=outcome.duplicates,
                         rejected_count=outcome.rejected,
-                        problems=[
-                            _result_message(r)
-                            for r in outcome.results
-                            if r.status is not EventStatus.ACCEPTED
-                        ],
+                        problems=_problems(outcome),
                     )
                 ],
                 total_accepted_count=totals[0],
@@ -303,12 +305,17 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
         )
 
 
-def _batch_response(outcome: BatchOutcome) -> usage_pb2.RecordUsageBatchResponse:
+def _batch_response(
+    outcome: BatchOutcome, omit_accepted: bool = False
+) -> usage_pb2.RecordUsageBatchResponse:
     response = usage_pb2.RecordUsageBatchResponse(
         accepted_count=outcome.accepted,
         duplicate_count=outcome.duplicates,
         rejected_count=outcome.rejected,
     )
+    if omit_accepted:
+        response.results.extend(_problems(outcome))
+        return response
     # One result per event: built in place with add() (a list of messages
     # would be copied into the field) and, for the usual accepted event,
     # without the enum-keyed lookups of _result_message.
@@ -322,24 +329,10 @@ def _batch_response(outcome: BatchOutcome) -> usage_pb2.RecordUsageBatchResponse
     return response
 
 
-_STATUS_BACK = {v: k for k, v in _STATUS.items()}
-
-
-def _outcome_of(response: usage_pb2.RecordUsageBatchResponse) -> BatchOutcome:
-    """A replayed (stored) answer back into an outcome; drops were reported the first time."""
-    reasons = {v: k for k, v in REASON_TO_PROTO.items()}
-    return BatchOutcome(
-        [
-            EventResult(
-                r.index,
-                r.idempotency_key,
-                _STATUS_BACK[r.status],
-                reasons.get(r.reason),
-                r.message,
-            )
-            for r in response.results
-        ]
-    )
+def _problems(outcome: BatchOutcome) -> list[resources_pb2.UsageEventResult]:
+    """Results of the events not accepted, in request order."""
+    accepted = EventStatus.ACCEPTED
+    return [_result_message(r) for r in outcome.results if r.status is not accepted]
 
 
 def _stored_event(row: Any) -> resources_pb2.StoredUsageEvent:

@@ -1,7 +1,8 @@
-"""A consumer that applies a fetched batch concurrently (``concurrency`` > 1),
-against real PostgreSQL and NATS: each aggregate's events still apply in order,
-at most ``concurrency`` at once, each exactly once, across lost acks and
-failed attempts."""
+"""A consumer that applies a fetched batch concurrently (``concurrency`` > 1)
+or several messages per transaction (``messages_per_transaction`` > 1), against
+real PostgreSQL and NATS: each aggregate's events still apply in order, at
+most ``concurrency`` at once, each exactly once, across lost acks, failed
+attempts and poison messages."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from nats.aio.msg import Msg
+from sqlalchemy import text
 from tally.events.v1 import kit_events_pb2
 
 from services.kit.bus import EventBus
 from services.kit.consumer import EventConsumer, Subscription
 from services.kit.db import Database
 from services.kit.events import EventEnvelope
-from services.kit.streams import dlq_stream, producer_stream, stream_name
+from services.kit.streams import dlq_stream, dlq_subject, producer_stream, stream_name
 from services.kit.uow import UnitOfWork
 from tests.support.kit_probe import (
     PROBE_SCHEMA,
@@ -87,6 +89,8 @@ class Recorder:
         self.in_flight = 0
         self.max_in_flight = 0
         self.fail_once = set(fail_once or ())
+        self.always_fail: set[str] = set()
+        self.transactions: set[int] = set()
 
     async def __call__(
         self, uow: UnitOfWork, event: kit_events_pb2.KitProbeEvent, envelope: EventEnvelope
@@ -99,7 +103,11 @@ class Recorder:
             if event.probe_id in self.fail_once:
                 self.fail_once.discard(event.probe_id)
                 raise RuntimeError(f"first attempt at {event.probe_id} fails")
+            if event.probe_id in self.always_fail:
+                raise RuntimeError(f"{event.probe_id} is poison")
             await count_applied(uow, event, envelope)
+            txid = await uow.session.scalar(text("SELECT txid_current()"))
+            self.transactions.add(int(txid))
             self.order.setdefault(envelope.aggregate_id, []).append(event.sequence)
         finally:
             self.in_flight -= 1
@@ -186,6 +194,85 @@ async def test_lost_acks_and_failed_attempts_apply_nothing_twice(
         await eventually(lambda: drained(consumer))
     assert not lose_ack_of and not recorder.fail_once  # both faults happened
     assert await sink.applied() == ALL_ONCE
+
+
+async def test_groups_apply_each_once_in_order_in_fewer_transactions(sink: Sink) -> None:
+    recorder = Recorder()
+    consumer = sink.consumer(
+        durable="probe-grouped", handler=recorder, concurrency=2, messages_per_transaction=16
+    )
+    async with running(consumer):
+        await eventually(lambda: all_applied_once(sink))
+        await eventually(lambda: drained(consumer))
+    assert recorder.order == in_order(recorder)
+    assert set(recorder.order) == set(AGGREGATES)
+    # Whole aggregates (8 messages each) are gathered up to 16 per transaction.
+    assert len(recorder.transactions) < len(ALL_ONCE) // 2
+
+
+async def test_a_poison_message_is_parked_alone_and_its_group_applied_once(
+    sink: Sink, bus: EventBus
+) -> None:
+    recorder = Recorder(fail_once={"a/3", "c/0"})
+    recorder.always_fail = {"b/4"}
+    consumer = sink.consumer(
+        durable="probe-grouped-poison",
+        handler=recorder,
+        concurrency=2,
+        messages_per_transaction=40,
+        max_deliver=2,
+        backoff=(0.1,),
+    )
+    parked: list[str] = []
+
+    async def note_parked(msg: Msg) -> None:
+        parked.append(kit_events_pb2.KitProbeEvent.FromString(msg.data).probe_id)
+
+    dead = await bus.js.subscribe(
+        dlq_subject("kit-sink", "probe-grouped-poison"), cb=note_parked, ordered_consumer=True
+    )
+    try:
+        async with running(consumer):
+            expected = {k: 1 for k in ALL_ONCE if k != "b/4"}
+            await eventually(lambda: _applied_is(sink, expected))
+            await eventually(lambda: drained(consumer))
+            await eventually(lambda: _is_true(parked == ["b/4"]))
+    finally:
+        await dead.unsubscribe()
+    # Every group that held b/4 rolled back whole and was applied one by one,
+    # so nothing of it is half-written and nothing applied twice.
+    assert await sink.applied() == expected
+    assert not recorder.fail_once
+
+
+async def test_one_event_twice_in_a_group_applies_once(sink: Sink, bus: EventBus) -> None:
+    consumer = sink.consumer(durable="probe-grouped-twice", messages_per_transaction=10)
+    first = await bus.js.get_msg(STREAM, 1)
+    second = await bus.js.get_msg(STREAM, 2)
+    msgs = [
+        Msg(bus.nc, subject=m.subject, data=m.data or b"", headers=m.headers)
+        for m in (first, second, first)
+    ]
+    await consumer.apply_group(msgs)
+    await consumer.apply_group(msgs)  # a redelivery of the whole group
+    assert await sink.applied() == {"a/0": 1, "b/0": 1}
+
+
+async def _applied_is(sink: Sink, expected: dict[str, int]) -> bool:
+    return await sink.applied() == expected
+
+
+async def _is_true(value: bool) -> bool:
+    return value
+
+
+def test_messages_per_transaction_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="messages_per_transaction"):
+        Subscription[UnitOfWork](
+            durable="probe-bad",
+            handlers={kit_events_pb2.KitProbeEvent: count_applied},
+            messages_per_transaction=0,
+        )
 
 
 def test_concurrency_below_one_is_refused() -> None:

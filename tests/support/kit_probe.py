@@ -114,6 +114,7 @@ class Sink:
         backoff: tuple[float, ...] = (0.1,),
         ack_wait: float = 30.0,
         concurrency: int = 1,
+        messages_per_transaction: int = 1,
     ) -> EventConsumer[UnitOfWork]:
         subscription: Subscription[UnitOfWork] = Subscription(
             durable=durable,
@@ -122,6 +123,7 @@ class Sink:
             backoff_seconds=backoff,
             ack_wait_seconds=ack_wait,
             concurrency=concurrency,
+            messages_per_transaction=messages_per_transaction,
         )
         return EventConsumer(
             "kit-sink", self.bus, self.uow, self.inbox, subscription, fetch_timeout=0.2

@@ -20,7 +20,7 @@ from services.invoicing.handlers.common import (
     plans,
     profile_snapshot,
 )
-from services.invoicing.handlers.lifecycle import finalize
+from services.invoicing.handlers.lifecycle import add_finalized
 from services.invoicing.metrics import invoice_entered
 from services.invoicing.rating import rate
 from services.invoicing.rating.wire import charge_from_proto
@@ -85,10 +85,14 @@ async def build_period_invoice(
     usage_version_id: str,
     reason: d.InvoiceReason,
     now: datetime,
+    billed: list[d.Line] | None = None,
 ) -> d.Invoice:
-    billed = await uow.repo.billed_fee_lines(
-        subscription_id, period.period_start, period.period_end
-    )
+    """``billed``: the fee lines already invoiced inside the period, when the
+    caller read them (``period_invoice_and_fees``)."""
+    if billed is None:
+        billed = await uow.repo.billed_fee_lines(
+            subscription_id, period.period_start, period.period_end
+        )
     ids = {s.package_version_id for s in period.segments} | {usage_version_id}
     ids |= {li.package_version_id for li in billed}
     if period.next_version_id:
@@ -138,7 +142,9 @@ async def close_period(
     reason: d.InvoiceReason = d.InvoiceReason.PERIOD_CLOSE,
 ) -> tuple[d.Invoice, bool]:
     """The period's invoice; (existing, False) when the period is already invoiced."""
-    existing = await uow.repo.period_invoice(subscription_id, period.period_start)
+    existing, billed = await uow.repo.period_invoice_and_fees(
+        subscription_id, period.period_start, period.period_end
+    )
     if existing is not None:
         return existing, False
     inv = await build_period_invoice(
@@ -151,20 +157,25 @@ async def close_period(
         usage_version_id=usage_version_id,
         reason=reason,
         now=now,
+        billed=billed,
     )
     inv.grace_period_end = now + policy.grace_period
-    try:
-        await uow.repo.add_invoice(inv)
-        invoice_entered(uow, "draft")
-    except PeriodAlreadyInvoiced:
+    added: d.Invoice | None = inv
+    if policy.grace_period <= timedelta(0):
+        added = await add_finalized(uow, inv, now, policy)
+    else:
+        try:
+            await uow.repo.add_invoice(inv)
+            invoice_entered(uow, "draft")
+        except PeriodAlreadyInvoiced:
+            added = None
+    if added is None:
         # A concurrent run won the unique index: answer its invoice.
         found = await uow.repo.period_invoice(subscription_id, period.period_start)
         if found is None:
-            raise
+            raise PeriodAlreadyInvoiced(subscription_id)
         return found, False
-    if policy.grace_period <= timedelta(0):
-        inv = await finalize(uow, inv.invoice_id, now, policy)
-    return inv, True
+    return added, True
 
 
 # ------------------------------------------------------------------ manual runs and previews
@@ -393,11 +404,12 @@ async def change_plan_now(
         grace_period_end=now + policy.grace_period,
     )
     inv.retax(line_id())
+    if policy.grace_period <= timedelta(0):
+        # None: this change was already invoiced (a replayed event).
+        return await add_finalized(uow, inv, now, policy)
     try:
         await uow.repo.add_invoice(inv)
         invoice_entered(uow, "draft")
     except PeriodAlreadyInvoiced:
         return None  # this change was already invoiced (a replayed event)
-    if policy.grace_period <= timedelta(0):
-        return await finalize(uow, inv.invoice_id, now, policy)
     return inv

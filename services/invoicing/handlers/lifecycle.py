@@ -15,7 +15,7 @@ from services.invoicing import domain as d
 from services.invoicing import protomap
 from services.invoicing.handlers.common import get_invoice, line_id, new_id, profile_snapshot
 from services.invoicing.metrics import invoice_entered
-from services.invoicing.repository import InvoicingUnitOfWork
+from services.invoicing.repository import InvoicingUnitOfWork, PeriodAlreadyInvoiced
 from services.invoicing.settings import Policy
 from services.kit.errors import InvalidArgument
 
@@ -29,17 +29,60 @@ async def finalize(
     # Refresh the profile snapshot and the tax at finalization.
     inv.billing_profile, inv.tax_rate = await profile_snapshot(uow, inv.org_id)
     inv.retax(line_id())
+    consumed = await _number(uow, inv, now, policy)
+    await _settle_balance(uow, inv, consumed, now)
+    await uow.repo.save_invoice(inv)
+    _emit_finalized(uow, inv)
+    return inv
+
+
+async def add_finalized(
+    uow: InvoicingUnitOfWork, inv: d.Invoice, now: datetime, policy: Policy
+) -> d.Invoice | None:
+    """Finalize a draft this unit of work just built and insert it finalized.
+
+    The draft's profile snapshot was read in this transaction, so it is the one
+    ``finalize`` would read again: one insert replaces insert, re-read, update.
+    None when the unique period index already holds an invoice (a replay or a
+    concurrent run): the number taken is given back, so none is skipped.
+    """
+    consumed = await _number(uow, inv, now, policy)
+    try:
+        await uow.repo.add_invoice(inv)
+    except PeriodAlreadyInvoiced:
+        await uow.repo.release_sequence(inv.org_id)
+        return None
+    await _settle_balance(uow, inv, consumed, now)
+    invoice_entered(uow, "draft")
+    _emit_finalized(uow, inv)
+    return inv
+
+
+async def _number(uow: InvoicingUnitOfWork, inv: d.Invoice, now: datetime, policy: Policy) -> int:
+    """Number the draft and apply the credit balance; returns the credit consumed.
+
+    Counter then balance, both locked to commit: one order for every
+    finalization, so an org's concurrent closes queue instead of deadlocking.
+    """
     sequence = await uow.repo.next_sequence(inv.org_id)
     balance_row = await uow.repo.balance(inv.org_id, inv.currency_code, lock=True)
     available = balance_row.balance_minor if balance_row is not None else 0
     consumed = inv.finalize(sequence, now, available)
     inv.due_time = now + policy.payment_terms
+    return consumed
+
+
+async def _settle_balance(
+    uow: InvoicingUnitOfWork, inv: d.Invoice, consumed: int, now: datetime
+) -> None:
     if consumed:
         await uow.repo.add_balance(inv.org_id, inv.currency_code, -consumed, now)
     if inv.gross < 0:
         # Credits larger than charges: the excess goes back to the balance.
         await uow.repo.add_balance(inv.org_id, inv.currency_code, -inv.gross, now)
-    await uow.repo.save_invoice(inv)
+
+
+def _emit_finalized(uow: InvoicingUnitOfWork, inv: d.Invoice) -> None:
     invoice_entered(uow, "finalized")
     profile = inv.billing_profile
     uow.emit(
@@ -53,7 +96,6 @@ async def finalize(
     )
     if inv.state is d.InvoiceState.PAID:
         _emit_paid(uow, inv, "")
-    return inv
 
 
 def _emit_paid(uow: InvoicingUnitOfWork, inv: d.Invoice, payment_id: str) -> None:

@@ -239,7 +239,9 @@ class UsageEmitter:
                     break
 
     async def _send(self, batch: list[resources_pb2.UsageEvent]) -> None:
-        request = usage_pb2.RecordUsageBatchRequest(events=batch)
+        # Only rejections are acted on (counted, logged): accepted results would
+        # be answered, encoded and parsed for nothing.
+        request = usage_pb2.RecordUsageBatchRequest(events=batch, omit_accepted_results=True)
         attempt = 0
         try:
             while True:

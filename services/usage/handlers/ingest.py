@@ -152,11 +152,11 @@ async def record_usage(
         else:
             stored_at[key] = index
             to_store.append(outcome)
-    inserted = await store_events(session, to_store, now=now, copy_threshold=copy_threshold)
+    already = await store_events(session, to_store, now=now, copy_threshold=copy_threshold)
     accepted, duplicate = EventStatus.ACCEPTED, EventStatus.DUPLICATE
     for key, index in stored_at.items():
         # Positional: keyword arguments made this the costliest line per event.
-        status = accepted if key in inserted else duplicate
+        status = duplicate if key in already else accepted
         results[index] = EventResult(index, key[1], status, None, "", key[0])
     await _rejections_already_stored_are_duplicates(uow, results)
     touched: frozenset[AggregateKey] = frozenset()
@@ -164,7 +164,7 @@ async def record_usage(
         touched = frozenset(
             (v.subscription_id, v.metric_code, v.period_start)
             for v in to_store
-            if (v.org_id, v.idempotency_key) in inserted
+            if (v.org_id, v.idempotency_key) not in already
         )
     return BatchOutcome([r for r in results if r is not None], touched)
 

@@ -23,12 +23,12 @@ async def apply_metric(uow: UnitOfWork, metric: MetricRow) -> None:
 
 async def apply_subscription(uow: UnitOfWork, subscription: SubscriptionRow) -> None:
     """The subscription as it is now, and its current period (opened if new)."""
-    await projections.upsert_subscription(uow.session, subscription)
     start, end = subscription.current_period_start, subscription.current_period_end
-    if start is not None and end is not None and end > start:
-        await projections.upsert_open_period(
-            uow.session, subscription.subscription_id, subscription.org_id, start, end
-        )
+    await projections.upsert_subscription(
+        uow.session,
+        subscription,
+        with_open_period=start is not None and end is not None and end > start,
+    )
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,15 @@ class PeriodClosed:
 
 
 async def close_period(uow: UnitOfWork, closed: PeriodClosed) -> None:
-    """Freeze the period's aggregates; later events for it are PERIOD_CLOSED."""
+    """Freeze the period's aggregates; later events for it are PERIOD_CLOSED.
+
+    The next period, when there is one, opens and becomes the subscription's
+    current period in the same transaction: the renewed event says the same
+    later, and reads of "the current period" never point at a frozen one.
+    """
+    nxt = None
+    if closed.next_period_start is not None and closed.next_period_end is not None:
+        nxt = (closed.next_period_start, closed.next_period_end)
     frozen = await projections.close_period(
         uow.session,
         closed.subscription_id,
@@ -51,22 +59,8 @@ async def close_period(uow: UnitOfWork, closed: PeriodClosed) -> None:
         closed.period_start,
         closed.period_end,
         closed.close_time,
+        nxt,
     )
-    if closed.next_period_start is not None and closed.next_period_end is not None:
-        await projections.upsert_open_period(
-            uow.session,
-            closed.subscription_id,
-            closed.org_id,
-            closed.next_period_start,
-            closed.next_period_end,
-        )
-        await projections.advance_current_period(
-            uow.session,
-            closed.subscription_id,
-            closed.period_start,
-            closed.next_period_start,
-            closed.next_period_end,
-        )
     log.info(
         "usage period closed: subscription %s period %s, %d aggregates frozen",
         closed.subscription_id,

@@ -31,40 +31,42 @@ class EventFilter:
     idempotency_key: str = ""
 
 
+# GetAggregate's reads (one call per charge of every closed period), built once.
+_METRIC_AGGREGATION = select(metric_table.c.aggregation).where(
+    metric_table.c.code == bindparam("code")
+)
+_SUBSCRIPTION = select(subscription_table).where(
+    subscription_table.c.subscription_id == bindparam("sub")
+)
+_PERIOD = select(billing_period_table).where(
+    billing_period_table.c.subscription_id == bindparam("sub"),
+    billing_period_table.c.period_start == bindparam("start"),
+)
+_AGGREGATE = select(usage_aggregate_table).where(
+    usage_aggregate_table.c.subscription_id == bindparam("sub"),
+    usage_aggregate_table.c.metric_code == bindparam("metric"),
+    usage_aggregate_table.c.period_start == bindparam("start"),
+)
+
+
 async def metric_aggregation(session: AsyncSession, code: str) -> Aggregation | None:
-    found = await session.scalar(
-        select(metric_table.c.aggregation).where(metric_table.c.code == code)
-    )
+    found = await session.scalar(_METRIC_AGGREGATION, {"code": code})
     return Aggregation(found) if found else None
 
 
 async def subscription(session: AsyncSession, subscription_id: str) -> Row[Any] | None:
-    t = subscription_table
-    return (await session.execute(select(t).where(t.c.subscription_id == subscription_id))).first()
+    return (await session.execute(_SUBSCRIPTION, {"sub": subscription_id})).first()
 
 
 async def period(session: AsyncSession, subscription_id: str, start: datetime) -> Row[Any] | None:
-    t = billing_period_table
-    return (
-        await session.execute(
-            select(t).where(t.c.subscription_id == subscription_id, t.c.period_start == start)
-        )
-    ).first()
+    return (await session.execute(_PERIOD, {"sub": subscription_id, "start": start})).first()
 
 
 async def aggregate(
     session: AsyncSession, subscription_id: str, metric_code: str, start: datetime
 ) -> Row[Any] | None:
-    a = usage_aggregate_table
-    return (
-        await session.execute(
-            select(a).where(
-                a.c.subscription_id == subscription_id,
-                a.c.metric_code == metric_code,
-                a.c.period_start == start,
-            )
-        )
-    ).first()
+    params = {"sub": subscription_id, "metric": metric_code, "start": start}
+    return (await session.execute(_AGGREGATE, params)).first()
 
 
 async def aggregates(

@@ -4,6 +4,7 @@ only the commit forgetting the answers it changed can make a test pass."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC
@@ -161,6 +162,25 @@ async def test_the_bulk_read_answers_what_one_read_per_pair_does(harness: Harnes
     assert bulk == one_by_one
     assert bulk[(used.org_id, "api_calls")] is not None
     assert bulk[(paused.org_id, "seats")] is None
+
+
+async def test_concurrent_misses_each_get_the_databases_answer(harness: Harness) -> None:
+    small = await published(harness, "gathered-small", "100")
+    large = await published(harness, "gathered-large", "1000")
+    orgs = [(await create(harness, plan)).org_id for plan in (small, large, small, large)]
+    orgs.append(new_id("org"))  # never subscribed
+    asks = [(org, f) for org in orgs for f in ("api_calls", "seats", "warp_drive")]
+    # Not asked before and the TTL is an hour: every one of them is a miss.
+    replies = await asyncio.gather(*(check(harness, org, f) for org, f in asks))
+    async with harness.database.session() as session:
+        repo = SubscriptionsRepository(session)
+        rows = [await repo.entitlement(org, f) for org, f in asks]
+    for (org, feature), reply, row in zip(asks, replies, rows, strict=True):
+        assert reply.subscription_id == (row.subscription_id if row else ""), (org, feature)
+        limit = row.limit if row else None
+        expected = "" if limit is None or limit.limit is None else str(limit.limit)
+        assert reply.limit == expected, (org, feature)
+    assert {r.limit for r in replies} >= {"100", "1000"}
 
 
 async def test_the_bench_open_loop_sends_every_call_once(harness: Harness) -> None:

@@ -140,8 +140,12 @@ def bodies(draw: st.DrawFn, payload: str) -> Any:
         )
     elif shape == "odd":
         body[payload] = draw(json_values)
-    for key in draw(st.lists(st.sampled_from(["requestId", "request_id", "other"]), unique=True)):
-        body[key] = draw(st.one_of(strings, json_values))
+    top_keys = ["requestId", "request_id", "omitAcceptedResults", "omit_accepted_results", "other"]
+    for key in draw(st.lists(st.sampled_from(top_keys), unique=True)):
+        if key.startswith("omit"):
+            body[key] = draw(st.one_of(st.booleans(), st.booleans(), json_values))
+        else:
+            body[key] = draw(st.one_of(strings, json_values))
     return body
 
 
@@ -217,12 +221,22 @@ def test_single_decode_agrees_with_json_format(body: Any) -> None:
 
 
 @EXAMPLES
-@given(st.lists(plain_events(), min_size=1, max_size=8), st.one_of(st.none(), plain_text))
-def test_plain_batches_take_the_codec(items: list[dict[str, Any]], request_id: str | None) -> None:
+@given(
+    st.lists(plain_events(), min_size=1, max_size=8),
+    st.one_of(st.none(), plain_text),
+    st.one_of(st.none(), st.booleans()),
+)
+def test_plain_batches_take_the_codec(
+    items: list[dict[str, Any]], request_id: str | None, omit_accepted: bool | None
+) -> None:
     body: dict[str, Any] = {"events": items}
     if request_id is not None:
         body["requestId"] = request_id
-    assert assert_codec_agrees(BATCH_ROUTE, body) is not None
+    if omit_accepted is not None:
+        body["omitAcceptedResults"] = omit_accepted
+    decoded = assert_codec_agrees(BATCH_ROUTE, body)
+    assert decoded is not None
+    assert decoded.omit_accepted_results is bool(omit_accepted)  # type: ignore[attr-defined]
     assert assert_codec_agrees(SINGLE_ROUTE, {"event": items[0]}) is not None
 
 

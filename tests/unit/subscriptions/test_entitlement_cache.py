@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -181,7 +182,8 @@ class Clock:
 
 async def test_answers_still_asked_for_are_refreshed_together_before_they_expire() -> None:
     clock, table = Clock(), Orgs()
-    cache = EntitlementCache(ttl_seconds=1, clock=clock)
+    # Kept while asked for within one TTL, so "idle" drops out within this test.
+    cache = EntitlementCache(ttl_seconds=1, clock=clock, keep_seconds=1)
     for org in ("a", "b", "idle"):
         await cache.get(org, "seats", table.load, table.load_many)
     table.used = {"a": Decimal(2), "b": Decimal(3)}  # committed by another replica
@@ -208,6 +210,28 @@ async def test_orgs_asked_in_turn_once_a_ttl_stay_in_memory() -> None:
         await cache.get("abcd"[step % 4], "seats", table.load, table.load_many)
         await asyncio.sleep(0)  # a refresh it started runs
     assert table.reads == 4  # the first round only
+
+
+async def test_orgs_asked_in_turn_less_than_once_a_ttl_stay_in_memory() -> None:
+    clock, table = Clock(), Orgs()
+    cache = EntitlementCache(ttl_seconds=1, clock=clock)
+    for step in range(40):  # going round eight orgs, each asked every 2 TTLs
+        clock.now = step * 0.25
+        await cache.get("abcdefgh"[step % 8], "seats", table.load, table.load_many)
+        await asyncio.sleep(0)  # a refresh it started runs
+    assert table.reads == 8  # the first round only
+
+
+async def test_answers_nobody_asks_for_any_more_drop_out() -> None:
+    clock, table = Clock(), Orgs()
+    cache = EntitlementCache(ttl_seconds=1, clock=clock, keep_seconds=3)
+    await cache.get("gone", "seats", table.load, table.load_many)
+    for step in range(1, 40):  # only "busy" is asked for after the start
+        clock.now = step * 0.25
+        await cache.get("busy", "seats", table.load, table.load_many)
+        await asyncio.sleep(0)
+    await cache.get("gone", "seats", table.load, table.load_many)
+    assert table.reads == 3  # "gone" was read again, "busy" never was
 
 
 async def test_a_refresh_keeps_nothing_of_an_org_a_commit_overtook() -> None:
@@ -254,7 +278,8 @@ def test_answers_are_what_the_database_holds_after_every_commit(
 ) -> None:
     async def run() -> None:
         cache, table = EntitlementCache(ttl_seconds=3600), Orgs()
-        in_flight: list[tuple[asyncio.Task[object], asyncio.Event]] = []
+        in_flight: list[tuple[asyncio.Task[Any], asyncio.Event]] = []
+        task: asyncio.Task[Any]
 
         def snapshot_many(gate: asyncio.Event) -> BulkLoader:
             async def load_many(keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
@@ -306,3 +331,76 @@ def test_answers_are_what_the_database_holds_after_every_commit(
             assert row is not None and row.used == table.used.get(org, Decimal(0))
 
     asyncio.run(run())
+
+
+async def test_concurrent_misses_share_one_statement_and_get_their_own_answers() -> None:
+    cache, table = EntitlementCache(ttl_seconds=60), Orgs()
+    table.used = {org: Decimal(n) for n, org in enumerate("abcdefgh")}
+    asks = [(org, "seats") for org in "abcdefgh"] + [("a", "seats"), ("nobody", "seats")]
+    rows = await asyncio.gather(*(cache.get(o, f, table.load, table.load_many) for o, f in asks))
+    assert [row.used if row else None for row in rows] == [
+        table.used.get(org, Decimal(0)) for org, _ in asks
+    ]
+    assert (table.reads, table.bulk_reads) == (0, 1)
+    again = await asyncio.gather(*(cache.get(o, f, table.load, table.load_many) for o, f in asks))
+    assert again == rows and table.bulk_reads == 1  # all of them were kept
+
+
+async def test_a_miss_asked_during_a_gathered_read_waits_for_the_next_one() -> None:
+    cache, table = EntitlementCache(ttl_seconds=60), Orgs()
+    sent, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_many(keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
+        rows = await table.load_many(keys)  # the snapshot of its start
+        sent.set()
+        await release.wait()
+        return rows
+
+    def ask(org: str) -> asyncio.Task[EntitlementRow | None]:
+        return asyncio.create_task(cache.get(org, "seats", table.load, slow_many))
+
+    first = [ask("a"), ask("b")]
+    await sent.wait()
+    table.commit(cache, "a", 7)  # lands while the first statement is in flight
+    late = [ask("a"), ask("c")]  # asked after the commit
+    release.set()
+    old_a, old_b = await asyncio.gather(*first)
+    new_a, c = await asyncio.gather(*late)
+    assert old_a is not None and old_a.used == Decimal(0)  # its own snapshot
+    assert new_a is not None and new_a.used == Decimal(7)  # not the statement before it
+    assert old_b is not None and c is not None
+    assert table.bulk_reads == 2
+    kept = await cache.get("a", "seats", table.load, table.load_many)
+    assert kept is not None and kept.used == Decimal(7)
+
+
+async def test_a_failed_gathered_read_fails_each_caller_and_the_next_miss_reads_again() -> None:
+    cache, table = EntitlementCache(ttl_seconds=60), Orgs()
+
+    async def broken(keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
+        raise ConnectionError("database went away")
+
+    asks = [cache.get(org, "seats", table.load, broken) for org in "ab"]
+    results = await asyncio.gather(*asks, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    row = await cache.get("a", "seats", table.load, table.load_many)
+    assert row is not None and table.reads == 1
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_others() -> None:
+    cache, table = EntitlementCache(ttl_seconds=60), Orgs()
+    release = asyncio.Event()
+
+    async def slow_many(keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
+        await release.wait()
+        return await table.load_many(keys)
+
+    impatient = asyncio.create_task(cache.get("a", "seats", table.load, slow_many))
+    patient = asyncio.create_task(cache.get("a", "seats", table.load, slow_many))
+    other = asyncio.create_task(cache.get("b", "seats", table.load, slow_many))
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    release.set()
+    a, b = await asyncio.gather(patient, other)
+    assert a is not None and b is not None
+    assert impatient.cancelled()
