@@ -96,6 +96,12 @@ async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
     def channel(service: str) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(suite.service_address(service), options=GRPC_OPTIONS)
 
+    async def settle() -> None:
+        if not await step("  settle: outboxes and consumers idle")(
+            world.wait_quiet(suite.database_url, suite.nats.url)
+        ):
+            print("    (still busy: measuring beside the backlog)", flush=True)
+
     async with (
         channel("catalog") as catalog_ch,
         channel("subscriptions") as subs_ch,
@@ -116,6 +122,7 @@ async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
         def events(prefix: str, count: int, run: int = EVENTS_PER_ORG_RUN) -> EventPlan:
             return EventPlan(prefix, count, orgs, plan.metric_code, at, run)
 
+        await settle()
         report.floor_seconds = await step(f"floor: COPY {sizes.events:,} rows")(
             floor.copy_floor(
                 suite.database_url,
@@ -126,18 +133,22 @@ async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
         )
         report.floor_events = sizes.events
         print(f"    floor: {report.floor_eps:,.0f} events/s", flush=True)
+        await settle()
         stream = await step(f"StreamUsage: {sizes.events:,} events")(
             ingest.stream_usage(usage_ch, events("stream", sizes.events))
         )
         report.paths.append(figure(stream))
+        await settle()
         batch = await step(f"RecordUsageBatch: {sizes.events:,} events")(
             ingest.record_usage_batch(usage_ch, events("batch", sizes.events))
         )
         report.paths.append(figure(batch))
+        await settle()
         single = await step(f"RecordUsage: {sizes.single_events:,} events")(
             ingest.record_usage_single(usage_ch, events("single", sizes.single_events, run=1))
         )
         report.paths.append(figure(single))
+        await settle()
         http = await step(f"gateway HTTP batch: {sizes.http_events:,} events")(
             ingest.http_batch(
                 suite.gateway_url, _service_token(), events("http", sizes.http_events)
@@ -145,6 +156,7 @@ async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
         )
         report.paths.append(figure(http))
 
+        await settle()
         latencies, errors, sent_rate = await step(
             f"CheckEntitlement: {sizes.entitlement_rate:g}/s for {sizes.entitlement_seconds:g}s"
         )(
@@ -153,11 +165,13 @@ async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
             )
         )
         report.entitlement = {**latency_summary(latencies), "errors": errors, "rate": sent_rate}
+        await settle()
         previews = await step(f"PreviewInvoice: {sizes.preview_calls} calls")(
             latency.preview_invoices(invoicing_ch, subscribed, calls=sizes.preview_calls)
         )
         report.preview = {**latency_summary(previews), "concurrency": 4}
 
+        await settle()
         close_seconds, total_seconds, closed = await step(
             f"billing run: {len(subscribed):,} subscriptions"
         )(

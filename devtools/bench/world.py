@@ -17,9 +17,12 @@ from typing import TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import grpc
+import nats
 from tally.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally.catalog.v1 import resources_pb2 as catalog
 from tally.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
+
+from services.kit.settings import SERVICE_NAMES
 
 METRIC = "bench_calls"
 FEATURE = "bench_calls"
@@ -188,3 +191,47 @@ async def wait_usage_ready(database_url: str, subscriptions: int) -> None:
         subscriptions,
         what="usage's open periods",
     )
+
+
+# Longer than usage's throttle on ``usage.aggregated`` (5 s by default), so
+# totals still due from the last ingestion have been emitted and applied.
+QUIET_HOLD_SECONDS = 6.0
+
+
+async def wait_quiet(
+    database_url: str, nats_url: str, *, hold: float = QUIET_HOLD_SECONDS, seconds: float = 180
+) -> bool:
+    """Until no service has unsent outbox rows and no consumer has a message
+    pending or unacknowledged, for ``hold`` seconds on end; False if that never
+    happened within ``seconds`` (the measurement then runs beside the backlog).
+
+    Each figure is then the path's own: the work an earlier step left behind
+    (totals applied by subscriptions, invoices paid) does not share the cores.
+    """
+    unsent = " + ".join(
+        f"(SELECT count(*) FROM {schema}.outbox_event WHERE published_at IS NULL)"
+        for schema in SERVICE_NAMES
+    )
+    conn = await asyncpg.connect(database_url)
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + seconds
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            busy = int(await conn.fetchval(f"SELECT {unsent}"))
+            for stream in await js.streams_info():
+                for info in await js.consumers_info(stream.config.name):
+                    busy += (info.num_pending or 0) + (info.num_ack_pending or 0)
+            now = time.monotonic()
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= hold:
+                return True
+            await asyncio.sleep(0.25)
+        return False
+    finally:
+        await nc.close()
+        await conn.close()
