@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +35,15 @@ from services.kit.streams import producer_stream, stream_name
 from tests.support.services import service_in_process
 
 INVOICING_STREAM = stream_name("invoicing")
+# The months the invoicing tests bill, and the segment kinds of their periods.
+NOV, DEC, JAN, FEB = (
+    datetime(2026, 11, 1, tzinfo=UTC),
+    datetime(2026, 12, 1, tzinfo=UTC),
+    datetime(2027, 1, 1, tzinfo=UTC),
+    datetime(2027, 2, 1, tzinfo=UTC),
+)
+ACTIVE = subs_pb2.SEGMENT_KIND_ACTIVE
+TRIAL = subs_pb2.SEGMENT_KIND_TRIAL
 
 
 @dataclass

@@ -5,14 +5,16 @@ once with gapless numbers."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from tally.invoicing.v1 import invoicing_pb2 as api
 from tally.invoicing.v1 import resources_pb2 as pb
-from tally.subscriptions.v1 import resources_pb2 as subs_pb2
 
 from tests.support.invoicing import (
+    ACTIVE,
+    DEC,
+    JAN,
+    NOV,
     Harness,
     new_id,
     period_closed,
@@ -23,12 +25,6 @@ from tests.support.invoicing import (
 
 pytestmark = pytest.mark.integration
 
-ACTIVE = subs_pb2.SEGMENT_KIND_ACTIVE
-NOV, DEC, JAN = (
-    datetime(2026, 11, 1, tzinfo=UTC),
-    datetime(2026, 12, 1, tzinfo=UTC),
-    datetime(2027, 1, 1, tzinfo=UTC),
-)
 PLAN = version("concurrent", base_fee="20", in_advance=False)
 SUBSCRIPTIONS = 12
 

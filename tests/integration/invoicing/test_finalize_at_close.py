@@ -15,7 +15,6 @@ import pytest
 from tally.catalog.v1 import resources_pb2 as cat
 from tally.events.v1 import invoicing_events_pb2 as ev
 from tally.invoicing.v1 import resources_pb2 as pb
-from tally.subscriptions.v1 import resources_pb2 as subs_pb2
 
 from services.invoicing import domain as d
 from services.invoicing import handlers, protomap
@@ -24,6 +23,11 @@ from services.invoicing.repository import InvoicingUnitOfWork
 from services.invoicing.settings import Policy
 from services.invoicing.usage_client import UsageReader
 from tests.support.invoicing import (
+    ACTIVE,
+    DEC,
+    FEB,
+    JAN,
+    NOV,
     Harness,
     charge,
     new_id,
@@ -35,13 +39,6 @@ from tests.support.invoicing import (
 
 pytestmark = pytest.mark.integration
 
-ACTIVE = subs_pb2.SEGMENT_KIND_ACTIVE
-NOV, DEC, JAN, FEB = (
-    datetime(2026, 11, 1, tzinfo=UTC),
-    datetime(2026, 12, 1, tzinfo=UTC),
-    datetime(2027, 1, 1, tzinfo=UTC),
-    datetime(2027, 2, 1, tzinfo=UTC),
-)
 PLAN = version(
     "finalize-at-close",
     base_fee="30",

@@ -4,7 +4,6 @@ number) and the worker finalizes it once the grace period ends."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from tally.invoicing.v1 import invoicing_pb2 as api
@@ -13,6 +12,9 @@ from tally.subscriptions.v1 import resources_pb2 as subs_pb2
 from tally.type.v1 import money_pb2
 
 from tests.support.invoicing import (
+    DEC,
+    JAN,
+    NOV,
     Harness,
     amounts,
     new_id,
@@ -23,9 +25,6 @@ from tests.support.invoicing import (
 )
 
 pytestmark = pytest.mark.integration
-NOV = datetime(2026, 11, 1, tzinfo=UTC)
-DEC = datetime(2026, 12, 1, tzinfo=UTC)
-JAN = datetime(2027, 1, 1, tzinfo=UTC)
 PLAN = version("graced", base_fee="20", in_advance=False)
 
 

@@ -27,6 +27,12 @@ from services.invoicing.settings import Policy
 from services.invoicing.usage_client import UsageReader
 from services.kit.protoconv import to_timestamp
 from tests.support.invoicing import (
+    ACTIVE,
+    DEC,
+    FEB,
+    JAN,
+    NOV,
+    TRIAL,
     Harness,
     amounts,
     charge,
@@ -40,14 +46,6 @@ from tests.support.subscriptions import details
 
 pytestmark = pytest.mark.integration
 
-ACTIVE = subs_pb2.SEGMENT_KIND_ACTIVE
-TRIAL = subs_pb2.SEGMENT_KIND_TRIAL
-NOV, DEC, JAN, FEB = (
-    datetime(2026, 11, 1, tzinfo=UTC),
-    datetime(2026, 12, 1, tzinfo=UTC),
-    datetime(2027, 1, 1, tzinfo=UTC),
-    datetime(2027, 2, 1, tzinfo=UTC),
-)
 
 METERED = version(
     "metered",
