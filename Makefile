@@ -8,6 +8,9 @@ TALLY  := $(VENV)/bin/tally
 STAMP  := $(VENV)/.installed
 GEN    := gen/.stamp
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
+# Test processes, each with its own embedded PostgreSQL and NATS; a module's
+# tests stay together on one worker. 1 runs them all in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: install run test unit lint protos protos-check bench soak clean
 
@@ -30,7 +33,7 @@ run: install
 
 test: install lint
 	$(PY) protos/generate.py lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The fault suite for longer: more rounds of kill -9, restarts and redelivery
 # under the usage stream (make test runs one round).

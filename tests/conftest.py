@@ -52,6 +52,14 @@ class Infra:
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     database_url = os.environ.get("DATABASE_URL")
     nats_url = os.environ.get("NATS_URL")
+    if nats_url and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        # Each module empties the streams of the NATS it uses (``nats_url``),
+        # so workers sharing one server would wipe each other's.
+        pytest.fail(
+            "NATS_URL is shared by every test worker: run with TEST_WORKERS=1 "
+            "or leave NATS_URL unset so each worker starts its own",
+            pytrace=False,
+        )
     root = tmp_path_factory.mktemp("infra")
     postgres = nats = None
     try:
