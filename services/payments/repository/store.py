@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields
 from datetime import datetime, timedelta
 from typing import Any, Self
 
-from sqlalchemy import Row, and_, case, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +27,27 @@ from services.payments.repository.tables import (
     refund_table,
     sync_state_table,
 )
+
+# Statements every finalized invoice runs, built once: building them per call
+# cost more than executing them.
+_INSERT_PAYMENT = (
+    pg_insert(payment_table)
+    .on_conflict_do_nothing(index_elements=["invoice_id"])
+    .returning(payment_table.c.payment_id)
+)
+_SAVE_PAYMENT = payment_table.update().where(
+    payment_table.c.payment_id == bindparam("b_payment_id")
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _upsert_invoice(columns: tuple[str, ...]) -> Any:
+    """An upsert of ``invoice`` that sets ``columns`` on conflict."""
+    stmt = pg_insert(invoice_table)
+    return stmt.on_conflict_do_update(
+        index_elements=["invoice_id"],
+        set_={k: stmt.excluded[k] for k in columns if k != "invoice_id"},
+    )
 
 
 def _values(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -190,13 +212,7 @@ class PaymentsRepository:
     # ---------------------------------------------------------- invoices
 
     async def upsert_invoice(self, values: Mapping[str, Any]) -> None:
-        stmt = pg_insert(invoice_table).values(**values)
-        await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["invoice_id"],
-                set_={k: stmt.excluded[k] for k in values if k != "invoice_id"},
-            )
-        )
+        await self.session.execute(_upsert_invoice(tuple(values)), dict(values))
 
     async def set_invoice_state(self, invoice_id: str, state: str, now: datetime) -> None:
         await self.session.execute(
@@ -230,20 +246,13 @@ class PaymentsRepository:
 
     async def insert_payment(self, p: d.Payment) -> bool:
         """False when the invoice already has its payment (a redelivered finalize)."""
-        result = await self.session.execute(
-            pg_insert(payment_table)
-            .values(**_values(p))
-            .on_conflict_do_nothing(index_elements=["invoice_id"])
-            .returning(payment_table.c.payment_id)
-        )
+        result = await self.session.execute(_INSERT_PAYMENT, _values(p))
         return result.first() is not None
 
     async def save_payment(self, p: d.Payment) -> None:
-        await self.session.execute(
-            update(payment_table)
-            .where(payment_table.c.payment_id == p.payment_id)
-            .values(**_values(p, skip=("payment_id",)))
-        )
+        values = _values(p, skip=("payment_id",))
+        values["b_payment_id"] = p.payment_id
+        await self.session.execute(_SAVE_PAYMENT, values)
 
     async def due_retries(self, now: datetime, limit: int) -> list[str]:
         t = payment_table

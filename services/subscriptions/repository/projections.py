@@ -37,6 +37,29 @@ from services.subscriptions.repository.tables import (
 )
 
 
+def _apply_usage_statement() -> Any:
+    stmt = pg_insert(usage_aggregate_table)
+    # A late, older revision must not overwrite a newer total.
+    return stmt.on_conflict_do_update(
+        index_elements=[
+            usage_aggregate_table.c.subscription_id,
+            usage_aggregate_table.c.metric_code,
+            usage_aggregate_table.c.period_start,
+        ],
+        set_={
+            "value": stmt.excluded.value,
+            "revision": stmt.excluded.revision,
+            "update_time": func.now(),
+        },
+        where=usage_aggregate_table.c.revision < stmt.excluded.revision,
+    )
+
+
+# Built once: every usage total arriving runs it, and building it per call
+# cost more than executing it.
+_APPLY_USAGE = _apply_usage_statement()
+
+
 @dataclass(frozen=True)
 class VersionRecord:
     plan: d.Plan
@@ -233,30 +256,17 @@ class ProjectionQueries:
         revision: int,
     ) -> None:
         self.changes.org(org_id)
-        stmt = pg_insert(usage_aggregate_table).values(
-            subscription_id=subscription_id,
-            org_id=org_id,
-            metric_code=metric_code,
-            period_start=period_start,
-            period_end=period_end,
-            value=value,
-            revision=revision,
-        )
-        # A late, older revision must not overwrite a newer total.
         await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[
-                    usage_aggregate_table.c.subscription_id,
-                    usage_aggregate_table.c.metric_code,
-                    usage_aggregate_table.c.period_start,
-                ],
-                set_={
-                    "value": stmt.excluded.value,
-                    "revision": stmt.excluded.revision,
-                    "update_time": func.now(),
-                },
-                where=usage_aggregate_table.c.revision < stmt.excluded.revision,
-            )
+            _APPLY_USAGE,
+            {
+                "subscription_id": subscription_id,
+                "org_id": org_id,
+                "metric_code": metric_code,
+                "period_start": period_start,
+                "period_end": period_end,
+                "value": value,
+                "revision": revision,
+            },
         )
 
     async def entitlement(self, org_id: str, feature_key: str) -> EntitlementRow | None:
