@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.kit.devstack import free_port
+from services.kit.devstack import free_ports
 from services.kit.settings import SERVICE_NAMES
 
 pytestmark = pytest.mark.e2e
@@ -67,12 +67,13 @@ def _wait_healthy(proc: subprocess.Popen[str], port: int, timeout: float = 90) -
 
 def test_dev_up_serves_every_service_and_stops_without_orphans(tmp_path: Path) -> None:
     data_dir = tmp_path / "tally-home"
-    gateway_port = free_port()
+    ports = iter(free_ports(1 + 2 * len(SERVICE_NAMES)))
+    gateway_port = next(ports)
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_URL", "_PORT", "_ADDR"))}
     env["GATEWAY_HTTP_PORT"] = str(gateway_port)
     for service in SERVICE_NAMES:
-        env[f"{service.upper()}_GRPC_PORT"] = str(free_port())
-        env[f"{service.upper()}_HTTP_PORT"] = str(free_port())
+        env[f"{service.upper()}_GRPC_PORT"] = str(next(ports))
+        env[f"{service.upper()}_HTTP_PORT"] = str(next(ports))
 
     seeded_subscriptions: list[str] = []
     for run in (1, 2):  # the second run reuses the data of the first
@@ -114,10 +115,11 @@ def test_a_second_suite_on_taken_ports_fails_with_one_line(tmp_path: Path) -> No
         sock.listen()
         taken = sock.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.endswith(("_URL", "_PORT", "_ADDR"))}
-        env["GATEWAY_HTTP_PORT"] = str(free_port())
+        ports = iter(free_ports(1 + 2 * len(SERVICE_NAMES)))
+        env["GATEWAY_HTTP_PORT"] = str(next(ports))
         for service in SERVICE_NAMES:
-            env[f"{service.upper()}_GRPC_PORT"] = str(free_port())
-            env[f"{service.upper()}_HTTP_PORT"] = str(free_port())
+            env[f"{service.upper()}_GRPC_PORT"] = str(next(ports))
+            env[f"{service.upper()}_HTTP_PORT"] = str(next(ports))
         env["USAGE_GRPC_PORT"] = str(taken)
         proc = _start(tmp_path / "home", env)
         output, _ = proc.communicate(timeout=60)

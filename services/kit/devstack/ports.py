@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 
@@ -26,6 +27,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind(addr)
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports, for servers that start one after another.
+
+    ``free_port`` called in a row may return one port twice, since each socket
+    is closed before the next draw; here every socket stays bound until all are
+    drawn, so the kernel cannot hand out the same port again.
+    """
+    family, addr = _sockaddr(host, 0)
+    with contextlib.ExitStack() as stack:
+        socks = [
+            stack.enter_context(socket.socket(family, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in socks:
+            sock.bind(addr)
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def ensure_port_free(port: int, host: str = "127.0.0.1", *, what: str) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from services.kit.devstack._process import spawn, stop_child
 from services.kit.devstack.errors import DevStackError
 from services.kit.devstack.nats import EmbeddedNats
-from services.kit.devstack.ports import ensure_port_free, free_port
+from services.kit.devstack.ports import ensure_port_free, free_port, free_ports
 from services.kit.devstack.postgres import EmbeddedPostgres
 from services.kit.devstack.stripe import StripeEmulatorProcess, stripe_emulator_wanted
 from services.kit.settings import (
@@ -63,9 +63,10 @@ class SuitePorts:
         PostgreSQL and NATS take ``TALLY_DEV_PG_PORT``/``TALLY_DEV_NATS_PORT`` or
         a free port, so a system PostgreSQL on 5432 never gets in the way.
         """
+        postgres, nats = free_ports(2)
         return cls(
-            postgres=_env_port("TALLY_DEV_PG_PORT", 0) or free_port(),
-            nats=_env_port("TALLY_DEV_NATS_PORT", 0) or free_port(),
+            postgres=_env_port("TALLY_DEV_PG_PORT", 0) or postgres,
+            nats=_env_port("TALLY_DEV_NATS_PORT", 0) or nats,
             gateway=_env_port("GATEWAY_HTTP_PORT", DEFAULT_GATEWAY_PORT),
             services={
                 s: _env_port(f"{s.upper()}_GRPC_PORT", DEFAULT_GRPC_PORTS[s]) for s in SERVICE_NAMES
@@ -78,13 +79,14 @@ class SuitePorts:
 
     @classmethod
     def free(cls) -> SuitePorts:
+        ports = iter(free_ports(4 + 2 * len(SERVICE_NAMES)))
         return cls(
-            free_port(),
-            free_port(),
-            free_port(),
-            {s: free_port() for s in SERVICE_NAMES},
-            {s: free_port() for s in SERVICE_NAMES},
-            free_port(),
+            next(ports),
+            next(ports),
+            next(ports),
+            {s: next(ports) for s in SERVICE_NAMES},
+            {s: next(ports) for s in SERVICE_NAMES},
+            next(ports),
         )
 
 
