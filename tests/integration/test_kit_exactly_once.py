@@ -19,14 +19,12 @@ from services.kit.streams import dlq_stream, producer_stream, stream_name
 from services.kit.uow import UnitOfWork
 from tests.support.kit_probe import (
     PROBE_SCHEMA,
-    SINK_SCHEMA,
     Probe,
     Sink,
-    create_schema,
+    probe_databases,
     probe_metadata,
     probe_table,
     reset_probe,
-    sink_metadata,
 )
 
 pytestmark = pytest.mark.integration
@@ -43,13 +41,8 @@ async def bus(nats_url: str) -> AsyncIterator[EventBus]:
 
 @pytest.fixture(scope="module")
 async def databases(database_url: str) -> AsyncIterator[tuple[Database, Database]]:
-    producer = Database(database_url, PROBE_SCHEMA)
-    consumer = Database(database_url, SINK_SCHEMA)
-    await create_schema(producer, probe_metadata)
-    await create_schema(consumer, sink_metadata)
-    yield producer, consumer
-    await producer.dispose()
-    await consumer.dispose()
+    async with probe_databases(database_url) as both:
+        yield both
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ at one, so a test that sees 2 has caught a double delivery getting through.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Integer, MetaData, Table, Text, select, text
@@ -44,6 +46,20 @@ async def create_schema(database: Database, metadata: MetaData) -> None:
     async with database.engine.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{metadata.schema}"'))
         await conn.run_sync(metadata.create_all)
+
+
+@asynccontextmanager
+async def probe_databases(database_url: str) -> AsyncIterator[tuple[Database, Database]]:
+    """The producer's and the consumer's schemas, created in one database."""
+    producer = Database(database_url, PROBE_SCHEMA)
+    consumer = Database(database_url, SINK_SCHEMA)
+    try:
+        await create_schema(producer, probe_metadata)
+        await create_schema(consumer, sink_metadata)
+        yield producer, consumer
+    finally:
+        await producer.dispose()
+        await consumer.dispose()
 
 
 @dataclass

@@ -98,24 +98,36 @@ async def _close(
     period: tuple[datetime, datetime, datetime] = (NOV, DEC, JAN),
 ) -> tuple[d.Invoice, bool, list[Any]]:
     """Close (start, end) with the next period ending at the third instant."""
-    start, end, next_end = period
     async with _uow(h) as uow:
-        inv, created = await handlers.close_period(
-            uow,
-            UsageReader(h.usage_address, 5),
-            policy,
-            subscription_id=sub,
-            org_id=org,
-            currency="USD",
-            period=closed_period(
-                period_closed(org, sub, start, end, [(PLAN, ACTIVE, start, end)], next_end=next_end)
-            ),
-            usage_version_id=PLAN.package_version_id,
-            now=NOW,
-        )
+        inv, created = await _close_in(uow, h, org, sub, policy, period)
         emitted = [e.decode() for e in uow.emitted if e.subject.endswith("invoice.finalized")]
         await uow.commit()
     return inv, created, emitted
+
+
+async def _close_in(
+    uow: InvoicingUnitOfWork,
+    h: Harness,
+    org: str,
+    sub: str,
+    policy: Policy,
+    period: tuple[datetime, datetime, datetime] = (NOV, DEC, JAN),
+) -> tuple[d.Invoice, bool]:
+    """``close_period`` inside ``uow``, left uncommitted."""
+    start, end, next_end = period
+    return await handlers.close_period(
+        uow,
+        UsageReader(h.usage_address, 5),
+        policy,
+        subscription_id=sub,
+        org_id=org,
+        currency="USD",
+        period=closed_period(
+            period_closed(org, sub, start, end, [(PLAN, ACTIVE, start, end)], next_end=next_end)
+        ),
+        usage_version_id=PLAN.package_version_id,
+        now=NOW,
+    )
 
 
 async def _stored(h: Harness, invoice_id: str) -> d.Invoice:
@@ -182,19 +194,7 @@ async def test_a_close_that_loses_its_period_gives_its_number_back(h: Harness) -
     org, sub = new_id("org"), new_id("sub")
     h.usage.set(sub, "api_calls", NOV, "100")
     async with _uow(h) as first:
-        won, created = await handlers.close_period(
-            first,
-            UsageReader(h.usage_address, 5),
-            AT_ONCE,
-            subscription_id=sub,
-            org_id=org,
-            currency="USD",
-            period=closed_period(
-                period_closed(org, sub, NOV, DEC, [(PLAN, ACTIVE, NOV, DEC)], next_end=JAN)
-            ),
-            usage_version_id=PLAN.package_version_id,
-            now=NOW,
-        )
+        won, created = await _close_in(first, h, org, sub, AT_ONCE)
         assert created and won.sequence_number == 1
         # A second close of the same period starts before the first commits: it
         # sees no invoice, then waits on the org's counter row.

@@ -8,10 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.usage.domain import (
-    Aggregation,
     BatchValidator,
     IncomingEvent,
-    MetricView,
     PeriodView,
     RejectionReason,
     SubscriptionState,
@@ -19,18 +17,11 @@ from services.usage.domain import (
     ValidEvent,
     validate_event,
 )
+from tests.support.usage_views import METRICS
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 NOW = T0 + 50 * DAY
-METRICS = {
-    "calls": MetricView("calls", Aggregation.COUNT),
-    "bytes": MetricView("bytes", Aggregation.SUM, "bytes"),
-    "seats": MetricView("seats", Aggregation.MAX),
-    "users": MetricView("users", Aggregation.UNIQUE_COUNT, "user_id"),
-    "balance": MetricView("balance", Aggregation.LATEST),
-    "old": MetricView("old", Aggregation.COUNT, active=False),
-}
 
 # Periods of any length, open or closed, possibly overlapping: every window shape.
 periods = st.lists(

@@ -15,7 +15,6 @@ from services.usage.domain import (
     AggregateState,
     Aggregation,
     IncomingEvent,
-    MetricView,
     PeriodView,
     Rejected,
     RejectionReason,
@@ -30,19 +29,12 @@ from services.usage.domain import (
     validate_event,
 )
 from services.usage.domain.periods import Placement
+from tests.support.usage_views import METRICS
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 12, 1, tzinfo=UTC)
 
-METRICS = {
-    "calls": MetricView("calls", Aggregation.COUNT),
-    "bytes": MetricView("bytes", Aggregation.SUM, "bytes"),
-    "seats": MetricView("seats", Aggregation.MAX),
-    "users": MetricView("users", Aggregation.UNIQUE_COUNT, "user_id"),
-    "balance": MetricView("balance", Aggregation.LATEST),
-    "old": MetricView("old", Aggregation.COUNT, active=False),
-}
 SUB = SubscriptionView("s1", "org", SubscriptionState.ACTIVE, (PeriodView(START, END),))
 
 
