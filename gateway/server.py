@@ -23,4 +23,7 @@ def serve() -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
         lifespan="on",
+        # uvloop and httptools: the batch route's CPU is mostly parsing and the loop.
+        loop=settings.event_loop,
+        http="httptools",
     )

@@ -22,6 +22,7 @@ from tally.api.v1 import options_pb2
 
 from gateway import problems
 from gateway.descriptors import HttpBinding
+from services.kit.rpc.channels import ROUND_ROBIN
 
 # Template variable: {field.path} or {field.path=pattern}
 _VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
@@ -423,23 +424,21 @@ def idempotent_methods(routes: Iterable[Route]) -> dict[str, set[str]]:
 
 
 def service_config(service_full_name: str, methods: Iterable[str]) -> str:
-    """gRPC service config retrying idempotent reads on UNAVAILABLE."""
+    """gRPC service config: round robin over replicas, idempotent reads retried on UNAVAILABLE."""
     names = [{"service": service_full_name, "method": m} for m in sorted(methods)]
-    if not names:
-        return json.dumps({})
-    return json.dumps(
-        {
-            "methodConfig": [
-                {
-                    "name": names,
-                    "retryPolicy": {
-                        "maxAttempts": 3,
-                        "initialBackoff": "0.05s",
-                        "maxBackoff": "0.5s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ]
-        }
-    )
+    # Round robin over every replica the address resolves to, reads or not.
+    config: dict[str, Any] = dict(ROUND_ROBIN)
+    if names:
+        config["methodConfig"] = [
+            {
+                "name": names,
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    return json.dumps(config)

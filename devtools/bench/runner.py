@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import sys
@@ -22,10 +21,15 @@ from devtools.bench.events import EVENTS_PER_ORG_RUN, EventPlan
 from devtools.bench.report import BenchReport, PathFigure, format_table, write
 from devtools.bench.stack import running_suite, sampler_for
 from devtools.bench.stats import latency_summary
+from services.kit import eventloop
 from services.kit.devstack.suite import Suite
+from services.kit.rpc.channels import round_robin_options
 
 T = TypeVar("T")
 RESULTS = Path("bench/results")
+# CheckEntitlement is answered by two processes: one grpc.aio process spends
+# most of a core on 1,000 calls/s before any Tally code (docs/performance.md).
+DEFAULT_API_REPLICAS = "subscriptions=1"
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 * 2**20)]
 
 
@@ -94,7 +98,10 @@ def _service_token() -> str:
 
 async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
     def channel(service: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(suite.service_address(service), options=GRPC_OPTIONS)
+        # Round robin over the service's processes (one, unless it has API replicas).
+        return grpc.aio.insecure_channel(
+            suite.service_target(service), options=[*GRPC_OPTIONS, *round_robin_options()]
+        )
 
     async def settle() -> None:
         if not await step("  settle: outboxes and consumers idle")(
@@ -190,6 +197,18 @@ async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
         }
 
 
+def replica_counts(text: str) -> dict[str, int]:
+    """``subscriptions=1,usage=1`` -> {"subscriptions": 1, "usage": 1}."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        service, _, count = part.partition("=")
+        try:
+            counts[service.strip()] = int(count)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not service=count: {part!r}") from None
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.bench",
@@ -208,6 +227,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--entitlement-rate", type=float, default=1000.0)
     parser.add_argument("--entitlement-seconds", type=float, default=10.0)
     parser.add_argument("--preview-calls", type=int, default=500)
+    parser.add_argument(
+        "--api-replicas",
+        type=replica_counts,
+        default=replica_counts(os.environ.get("BENCH_API_REPLICAS", DEFAULT_API_REPLICAS)),
+        help="extra API-only processes, e.g. subscriptions=1 (BENCH_API_REPLICAS;"
+        f" default {DEFAULT_API_REPLICAS}, '' for none)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -224,13 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         args.preview_calls,
     )
     report = BenchReport(machine(), 0, 0.0)
+    replicas = [f"; {s}: {1 + n} (the extra API-only)" for s, n in args.api_replicas.items() if n]
+    report.machine["processes"] = "one per service" + "".join(replicas)
     print("make bench: starting the embedded suite (durable PostgreSQL) ...", flush=True)
     started = time.perf_counter()
-    with running_suite() as suite:
+    with running_suite(api_replicas=args.api_replicas) as suite:
         print(f"  suite up in {time.perf_counter() - started:.1f}s", flush=True)
         sampler = sampler_for(suite).start()
         try:
-            asyncio.run(measure(suite, sizes, report))
+            # The client on the services' loop: its CPU shares the same 2 cores.
+            eventloop.run(measure(suite, sizes, report))
         finally:
             sampler.stop()
         report.peak_rss_bytes = sampler.peak_rss()

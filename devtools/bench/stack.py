@@ -25,7 +25,9 @@ BENCH_ENV = {
 
 @contextmanager
 def running_suite(
-    data_dir: Path | None = None, extra_env: dict[str, str] | None = None
+    data_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    api_replicas: dict[str, int] | None = None,
 ) -> Iterator[Suite]:
     """Start a fresh suite on free ports (durable PostgreSQL: fsync on); stop and clean up."""
     owned = data_dir is None
@@ -39,6 +41,7 @@ def running_suite(
         ports=ports,
         durable=True,
         extra_env={**BENCH_ENV, **wiring, **(extra_env or {})},
+        api_replicas=dict(api_replicas or {}),
     )
     try:
         suite.start(timeout=120)

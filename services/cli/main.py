@@ -7,7 +7,6 @@ end with one ``tally: error: ...`` line and exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         serve_gateway()
         return 0
+    from services.kit import eventloop
     from services.kit.runtime import ServiceRuntime
     from services.kit.settings import load_settings, settings_class_for
     from services.kit.telemetry import configure_logging
@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(settings_class_for(args.service))
     configure_logging(args.service, settings.log_level, settings.log_format)
     spec = importlib.import_module(f"services.{args.service}.bootstrap").SPEC
-    asyncio.run(ServiceRuntime(spec, settings).serve_forever())
+    eventloop.run(ServiceRuntime(spec, settings).serve_forever(), settings.event_loop)
     return 0
 
 

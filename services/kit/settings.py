@@ -18,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from services.kit.eventloop import DEFAULT_EVENT_LOOP, EventLoopName
+
 SERVICE_NAMES: tuple[str, ...] = ("catalog", "subscriptions", "usage", "invoicing", "payments")
 
 # The ports the README promises; each overridable by <SERVICE>_GRPC_PORT.
@@ -62,6 +64,8 @@ class CommonSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
+    # uvloop unless a loop-specific problem needs ruling out (services/kit/eventloop.py).
+    event_loop: EventLoopName = DEFAULT_EVENT_LOOP
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None
 

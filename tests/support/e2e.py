@@ -54,9 +54,17 @@ E2E_ENV = {
 
 
 @contextmanager
-def running_suite(root: Path, **env: str) -> Iterator[Suite]:
+def running_suite(
+    root: Path, api_replicas: dict[str, int] | None = None, **env: str
+) -> Iterator[Suite]:
     """Start the suite on free ports under ``root``; stop every process after."""
-    suite = Suite(root, SuitePorts.free(), durable=False, extra_env={**E2E_ENV, **env})
+    suite = Suite(
+        root,
+        SuitePorts.free(),
+        durable=False,
+        extra_env={**E2E_ENV, **env},
+        api_replicas=dict(api_replicas or {}),
+    )
     suite.start(timeout=120)
     try:
         yield suite

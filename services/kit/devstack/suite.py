@@ -25,6 +25,7 @@ from services.kit.devstack.nats import EmbeddedNats
 from services.kit.devstack.ports import ensure_port_free, free_port, free_ports
 from services.kit.devstack.postgres import EmbeddedPostgres
 from services.kit.devstack.stripe import StripeEmulatorProcess, stripe_emulator_wanted
+from services.kit.rpc.channels import replicas_target
 from services.kit.settings import (
     DEFAULT_GATEWAY_PORT,
     DEFAULT_GRPC_PORTS,
@@ -96,6 +97,10 @@ class Suite:
     ports: SuitePorts = field(default_factory=SuitePorts.defaults)
     durable: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Extra API-only processes per service (``subscriptions-2``, ...), each on
+    # ports of its own; ``service_target`` spreads calls over all of them.
+    api_replicas: dict[str, int] = field(default_factory=dict)
+    replica_ports: dict[str, list[tuple[int, int]]] = field(init=False, default_factory=dict)
     postgres: EmbeddedPostgres = field(init=False)
     nats: EmbeddedNats = field(init=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
@@ -112,6 +117,12 @@ class Suite:
             log_dir=self.log_dir,
         )
         self.nats = EmbeddedNats(self.data_dir / "nats", self.ports.nats, log_dir=self.log_dir)
+        extra = sum(self.api_replicas.values())
+        drawn = iter(free_ports(2 * extra)) if extra else iter(())
+        for service, count in self.api_replicas.items():
+            if service not in SERVICE_NAMES:
+                raise DevStackError(f"no service {service!r} to replicate")
+            self.replica_ports[service] = [(next(drawn), next(drawn)) for _ in range(count)]
         if stripe_emulator_wanted({**os.environ, **self.extra_env}):
             self.stripe = StripeEmulatorProcess(
                 self.ports.stripe or free_port(),
@@ -134,6 +145,15 @@ class Suite:
     def service_address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports.services[service]}"
 
+    def service_addresses(self, service: str) -> list[str]:
+        """The service's own address, then its API replicas'."""
+        replicas = self.replica_ports.get(service, [])
+        return [self.service_address(service), *(f"127.0.0.1:{g}" for g, _ in replicas)]
+
+    def service_target(self, service: str) -> str:
+        """One gRPC target over every process of ``service`` (use with round robin)."""
+        return replicas_target(self.service_addresses(service))
+
     def service_http_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports.http[service]}"
 
@@ -151,7 +171,8 @@ class Suite:
         )
         for service, port in self.ports.services.items():
             env[f"{service.upper()}_GRPC_PORT"] = str(port)
-            env[f"GATEWAY_{service.upper()}_ADDR"] = self.service_address(service)
+            # Every process of the service: the gateway's channels go round robin.
+            env[f"GATEWAY_{service.upper()}_ADDR"] = self.service_target(service)
             # Where one service (invoicing's INVOICING_USAGE_ADDR reads USAGE_ADDR
             # too) and the CLIs find another: off the default ports, nothing else would.
             env[f"{service.upper()}_ADDR"] = self.service_address(service)
@@ -208,6 +229,30 @@ class Suite:
     def start_processes(self) -> None:
         for name in PROCESSES:
             self.start_process(name)
+        for service, ports in self.replica_ports.items():
+            for number, (grpc_port, http_port) in enumerate(ports, start=2):
+                self.start_replica(service, number, grpc_port, http_port)
+
+    def start_replica(
+        self, service: str, number: int, grpc_port: int, http_port: int
+    ) -> subprocess.Popen[bytes]:
+        """An API-only process of ``service``: it answers calls, runs no consumer or job."""
+        prefix = service.upper()
+        env = {
+            **self.process_env(service),
+            f"{prefix}_GRPC_PORT": str(grpc_port),
+            f"{prefix}_HTTP_PORT": str(http_port),
+            f"{prefix}_WORKER_BILLING_ENABLED": "false",
+        }
+        name = f"{service}-{number}"
+        proc = spawn(
+            [sys.executable, "-m", "services.cli.main", "serve", service],
+            log_path=self.log_dir / f"{name}.log",
+            deathsig=signal.SIGTERM,
+            env=env,
+        )
+        self.processes[name] = proc
+        return proc
 
     def health(self) -> tuple[int, dict[str, object]]:
         try:
@@ -283,10 +328,14 @@ class Suite:
 
     def grpc_health(self, service: str, timeout: float = 1.0) -> str:
         """The service's own gRPC health answer (SERVING, NOT_SERVING) or UNAVAILABLE."""
+        return self.grpc_health_at(self.service_address(service), timeout)
+
+    @staticmethod
+    def grpc_health_at(address: str, timeout: float = 1.0) -> str:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        with grpc.insecure_channel(self.service_address(service)) as channel:
+        with grpc.insecure_channel(address) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -297,22 +346,23 @@ class Suite:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     def wait_serving(self, services: tuple[str, ...] = SERVICE_NAMES, timeout: float = 60) -> None:
-        """Until each service answers SERVING itself; fail fast if a process died."""
+        """Until each process of each service answers SERVING; fail fast if one died."""
         deadline = time.monotonic() + timeout
-        waiting = list(services)
+        waiting = [a for s in services for a in self.service_addresses(s)]
         while waiting:
             self.raise_if_exited()
-            waiting = [s for s in waiting if self.grpc_health(s) != "SERVING"]
+            waiting = [a for a in waiting if self.grpc_health_at(a) != "SERVING"]
             if not waiting:
                 return
             if time.monotonic() > deadline:
-                states = ", ".join(f"{s}={self.grpc_health(s)}" for s in waiting)
+                states = ", ".join(f"{a}={self.grpc_health_at(a)}" for a in waiting)
                 raise DevStackError(f"not SERVING after {timeout:g}s: {states}")
             time.sleep(0.2)
 
     def stop(self) -> None:
         """Gateway first, then services, then NATS, then PostgreSQL; idempotent."""
-        for name in reversed(PROCESSES):
+        # Replicas were started last: they stop first.
+        for name in reversed([*PROCESSES, *self.processes]):
             self.stop_process(name)
         if self.stripe is not None:
             self.stripe.stop()
@@ -326,6 +376,9 @@ class Suite:
             self.migrate()
             self.start_processes()
             self.wait_healthy(timeout)
+            if self.replica_ports:
+                # The gateway's health covers each service's first process only.
+                self.wait_serving(tuple(self.replica_ports), timeout)
         except BaseException:
             self.stop()
             raise
