@@ -1,7 +1,9 @@
 """Ingestion through each public path, timed from the first send to the last answer.
 
-Requests are built before the clock starts, so the figure is the suite's cost
-(plus the client's gRPC/HTTP work, which shares this machine's cores).
+Requests are built and encoded before the clock starts (protobuf bytes for
+gRPC, JSON for HTTP), so the figure is the suite's cost plus the client's
+transport work, which shares this machine's cores. Encoding 1,000 events in
+the clock cost the client about 6 µs of CPU per event, taken from the suite.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 import httpx
@@ -21,6 +23,7 @@ from devtools.bench.events import EventPlan
 
 BATCH = 1000
 RPC_TIMEOUT = 120.0
+USAGE_SERVICE = "/tally.usage.v1.UsageService/"
 BATCH_ROUTE = "/internal/billing/v1/usage/events:batchRecord"
 T = TypeVar("T")
 Progress = Callable[[int], None] | None
@@ -57,21 +60,32 @@ async def run_pool(
 async def record_usage_batch(
     channel: grpc.aio.Channel, plan: EventPlan, *, concurrency: int = 4, progress: Progress = None
 ) -> IngestResult:
-    api = usage_pb2_grpc.UsageServiceStub(channel)
+    # Sends the encoded request as is: no serializer on the client's side.
+    record = channel.unary_unary(
+        USAGE_SERVICE + "RecordUsageBatch",
+        request_serializer=None,
+        response_deserializer=usage_pb2.RecordUsageBatchResponse.FromString,
+    )
     # As a producer that acts on problems only asks: the counts, no result per accepted event.
     requests = [
-        usage_pb2.RecordUsageBatchRequest(events=b, omit_accepted_results=True)
+        (
+            len(b),
+            usage_pb2.RecordUsageBatchRequest(
+                events=b, omit_accepted_results=True
+            ).SerializeToString(),
+        )
         for b in plan.batches(BATCH)
     ]
     result = IngestResult("RecordUsageBatch", plan.count, 0, 0.0)
 
-    async def send(request: usage_pb2.RecordUsageBatchRequest) -> None:
+    async def send(request: tuple[int, bytes]) -> None:
+        events, body = request
         started = time.perf_counter()
-        reply = await api.RecordUsageBatch(request, timeout=RPC_TIMEOUT)
+        reply = await record(body, timeout=RPC_TIMEOUT)
         result.latencies.append(time.perf_counter() - started)
         result.accepted += reply.accepted_count
         if progress:
-            progress(len(request.events))
+            progress(events)
 
     result.seconds = await run_pool(requests, concurrency, send)
     return result
@@ -106,22 +120,32 @@ async def stream_usage(
     progress: Progress = None,
 ) -> IngestResult:
     """``streams`` concurrent StreamUsage calls, each with up to ``window`` batches unacked."""
-    api = usage_pb2_grpc.UsageServiceStub(channel)
+    stream = channel.stream_stream(
+        USAGE_SERVICE + "StreamUsage",
+        request_serializer=None,
+        response_deserializer=usage_pb2.StreamUsageResponse.FromString,
+    )
     batches = list(plan.batches(BATCH))
-    shares = [batches[i::streams] for i in range(streams)]
+    shares = [
+        [
+            usage_pb2.StreamUsageRequest(sequence=sequence, events=events).SerializeToString()
+            for sequence, events in enumerate(batches[i::streams], start=1)
+        ]
+        for i in range(streams)
+    ]
     result = IngestResult("StreamUsage", plan.count, 0, 0.0)
 
-    async def one_stream(share: list[Any]) -> None:
+    async def one_stream(share: list[bytes]) -> None:
         credit = asyncio.Semaphore(window)
         sent_at: dict[int, float] = {}
 
-        async def requests() -> AsyncIterator[usage_pb2.StreamUsageRequest]:
-            for sequence, events in enumerate(share, start=1):
+        async def requests() -> AsyncIterator[bytes]:
+            for sequence, body in enumerate(share, start=1):
                 await credit.acquire()
                 sent_at[sequence] = time.perf_counter()
-                yield usage_pb2.StreamUsageRequest(sequence=sequence, events=events)
+                yield body
 
-        call = api.StreamUsage(requests(), timeout=RPC_TIMEOUT)
+        call = stream(requests(), timeout=RPC_TIMEOUT)
         async for reply in call:
             for batch in reply.batches:
                 result.latencies.append(time.perf_counter() - sent_at.pop(batch.sequence))

@@ -27,9 +27,10 @@ from services.kit.rpc.channels import round_robin_options
 
 T = TypeVar("T")
 RESULTS = Path("bench/results")
-# CheckEntitlement is answered by two processes: one grpc.aio process spends
-# most of a core on 1,000 calls/s before any Tally code (docs/performance.md).
-DEFAULT_API_REPLICAS = "subscriptions=1"
+# None by default: on 2 cores a second subscriptions process made
+# CheckEntitlement's tail worse (p99 19-38 against 10-14 ms with one; the
+# client and two servers contend for the cores). For bigger machines.
+DEFAULT_API_REPLICAS = ""
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 * 2**20)]
 
 

@@ -90,6 +90,8 @@ class ServiceSpec:
     (for health and reflection). ``subscriptions`` and ``jobs`` are background
     work, run only where ``WORKER_BILLING_ENABLED`` is true. ``http_routes``
     are served on the service's HTTP port beside ``/healthz`` on every replica.
+    ``serving_tasks`` run on every replica too, worker or not, from when gRPC
+    serves until the service stops (e.g. keeping an in-memory view current).
     """
 
     name: str
@@ -97,6 +99,7 @@ class ServiceSpec:
     register: Registrar
     subscriptions: Callable[[ServiceContext], Sequence[Subscription[Any]]] = _no_subscriptions
     jobs: Callable[[ServiceContext], Sequence[Job]] = _no_jobs
+    serving_tasks: Callable[[ServiceContext], Sequence[Job]] = _no_jobs
     uow_factory: Callable[[ServiceContext], Callable[[], UnitOfWork]] = _default_uow
     http_routes: Callable[[ServiceContext], Sequence[BaseRoute]] = _no_routes
     # Other producers whose streams this service reads; provisioned here too so
@@ -176,6 +179,8 @@ class ServiceRuntime:
                 self.http = HttpEndpoint(self.spec.name, app, s.http_host, s.http_port)
                 await self.http.start()
             await self._set_serving(True)
+            for i, task in enumerate(self.spec.serving_tasks(ctx)):
+                self._spawn(task(), f"serving-{i}")
             if s.worker_billing_enabled:
                 self._start_background(ctx, subscriptions)
             self._gauges = ServiceGauges(

@@ -46,6 +46,11 @@ DEV_HS256_SECRET = "tally-dev-secret-do-not-use-in-production"
 GATEWAY_FLAGS = ("portal_billing_enabled", "admin_billing_enabled", "internal_billing_enabled")
 
 
+def libpq_url(url: str) -> str:
+    """What asyncpg's own ``connect`` wants: the plain libpq form, also from SQLAlchemy's."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
 def asyncpg_url(url: str) -> str:
     """Accept the libpq-style URL ops write and give SQLAlchemy its asyncpg dialect."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):

@@ -13,18 +13,22 @@ from pydantic import Field
 from services.kit.clock import Clock, SystemClock
 from services.kit.consumer import Subscription
 from services.kit.db import Database
+from services.kit.pglisten import PgListener
 from services.kit.runtime import Job, ServiceContext, ServiceSpec
 from services.kit.settings import CommonSettings, load_settings
 from services.kit.tasks import raise_if_cancelling
 from services.kit.uow import UnitOfWork
 from services.subscriptions import consumers, grpc_api, handlers, repository
 from services.subscriptions.repository import SubscriptionsUnitOfWork
+from services.subscriptions.repository import entitlement_notices as notices
 from services.subscriptions.repository.entitlement_cache import EntitlementCache
 
 log = logging.getLogger(__name__)
 
 # Periods closed per transaction, so one run never holds thousands of locks.
 CLOCK_BATCH = 500
+# pg_stat_activity's name for the connection that hears entitlement changes.
+LISTENER_NAME = "tally-subscriptions-entitlements"
 
 
 class SubscriptionsSettings(CommonSettings):
@@ -36,9 +40,12 @@ class SubscriptionsSettings(CommonSettings):
     # `tally billing close-periods --now`. 0 turns the loop off.
     clock_interval_seconds: float = Field(default=60.0, ge=0)
     # How long another replica's commits may take to reach this one's
-    # CheckEntitlement answers (this replica's own commits apply at once);
-    # 0 reads the database on every call.
+    # CheckEntitlement answers while their notifications are not heard (this
+    # replica's own commits apply at once); 0 reads the database on every call.
     entitlement_cache_seconds: float = Field(default=1.0, ge=0)
+    # While they are heard, how long an answer no notification forgot is kept
+    # anyway: a bound should a change ever reach the rows without one.
+    entitlement_cache_max_seconds: float = Field(default=300.0, gt=0)
 
 
 def clock_interval() -> float:
@@ -54,9 +61,33 @@ _entitlement_caches: weakref.WeakKeyDictionary[Database, EntitlementCache] = (
 def entitlement_cache_for(ctx: ServiceContext) -> EntitlementCache:
     cache = _entitlement_caches.get(ctx.database)
     if cache is None:
-        ttl = load_settings(SubscriptionsSettings).entitlement_cache_seconds
-        cache = _entitlement_caches[ctx.database] = EntitlementCache(ttl)
+        settings = load_settings(SubscriptionsSettings)
+        cache = _entitlement_caches[ctx.database] = EntitlementCache(
+            settings.entitlement_cache_seconds,
+            max_seconds=settings.entitlement_cache_max_seconds,
+        )
     return cache
+
+
+def serving_tasks(ctx: ServiceContext) -> Sequence[Job]:
+    """On every replica: hear the other replicas' commits that change entitlements."""
+    cache = entitlement_cache_for(ctx)
+    if cache.ttl <= 0:
+        return ()  # no cache, nothing to forget
+
+    def forget(payload: str) -> None:
+        origin, changes = notices.changes_from(payload)
+        if origin != cache.origin:  # its own commits forgot theirs already
+            cache.forget(changes)
+
+    listener = PgListener(
+        ctx.settings.database_url,
+        notices.channel_for(ctx.database.schema),
+        on_notify=forget,
+        on_listening=cache.set_listening,
+        application_name=LISTENER_NAME,
+    )
+    return (listener.run,)
 
 
 def uow_factory(ctx: ServiceContext) -> Callable[[], SubscriptionsUnitOfWork]:
@@ -68,6 +99,7 @@ def uow_factory(ctx: ServiceContext) -> Callable[[], SubscriptionsUnitOfWork]:
             ctx.outbox,
             on_events_committed=ctx.relay.wake,
             on_committed=cache.forget,
+            origin=cache.origin,
         )
 
     return make
@@ -127,5 +159,6 @@ SPEC = ServiceSpec(
     register=grpc_api.register,
     subscriptions=_subscriptions,
     jobs=jobs,
+    serving_tasks=serving_tasks,
     uow_factory=_uow_factory,
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from services.kit.settings import SERVICE_NAMES
+from services.kit.settings import SERVICE_NAMES, libpq_url
 from services.verify.findings import Report
 
 # Period invoices are the ones the unique index guards (one per subscription
@@ -235,7 +235,7 @@ async def check_ledger(
 ) -> LedgerSnapshot:
     """Run the SQL checks on one read-only snapshot; returns what later checks need."""
     names = dict(schemas or {s: s for s in SERVICE_NAMES})
-    conn: Any = await asyncpg.connect(_libpq_url(database_url))
+    conn: Any = await asyncpg.connect(libpq_url(database_url))
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             now: datetime = await conn.fetchval("SELECT now()")
@@ -254,8 +254,3 @@ async def check_ledger(
     finally:
         await conn.close()
     return LedgerSnapshot(invoices, now)
-
-
-def _libpq_url(url: str) -> str:
-    """asyncpg wants the plain libpq form; accept SQLAlchemy's too."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)

@@ -5,9 +5,16 @@ every gated action) while the rows behind it change only when this service
 commits: a subscription changes, a plan is published, usage totals arrive.
 So every commit of this process forgets the answers of the orgs its writes
 touched (all of them when a plan's limits changed), which keeps one replica
-exact while usage totals of other orgs keep arriving; another replica's
-commits reach it within ``ttl`` seconds, a bound far below the usage totals'
-own delay (``usage.aggregated`` is throttled to one event per few seconds).
+exact while usage totals of other orgs keep arriving.
+
+Another replica's commits arrive as PostgreSQL notifications
+(``entitlement_notices``) that forget the same answers here. While they are
+heard, an answer stays until forgotten (or ``max_seconds``, a safety bound);
+while they are not (no connection yet, connection lost), nothing tells this
+process what changed elsewhere, so answers last ``ttl`` seconds and the ones
+still asked for are re-read before they expire, a bound far below the usage
+totals' own delay (``usage.aggregated`` is throttled to one event per few
+seconds). Switching either way empties the cache.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -49,13 +57,15 @@ class _Entry:
 
 
 class EntitlementCache:
-    """Answers per (org, feature) for ``ttl`` seconds from when they were read.
+    """Answers per (org, feature) for ``ttl`` seconds from when they were read,
+    or until forgotten (at most ``max_seconds``) while ``listening``.
 
-    Asks start refreshes (at most one per quarter TTL): one statement
-    re-reads every answer in the second half of its life that was asked for
-    within ``keep_seconds``, so the ones product code keeps asking for stay
-    in memory instead of each costing a read when it expires (a TTL of a
-    second would otherwise expire most of them between asks).
+    Without notifications, asks start refreshes (at most one per quarter
+    TTL): one statement re-reads every answer in the second half of its life
+    that was asked for within ``keep_seconds``, so the ones product code
+    keeps asking for stay in memory instead of each costing a read when it
+    expires (a TTL of a second would otherwise expire most of them between
+    asks).
 
     Given a bulk loader, misses are gathered too: the misses asked while no
     read of misses is in flight share one statement, those asked while it
@@ -71,8 +81,15 @@ class EntitlementCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         keep_seconds: float | None = None,
+        max_seconds: float = 300.0,
     ) -> None:
         self.ttl = ttl_seconds
+        # Never shorter than without notifications.
+        self.max_seconds = max(max_seconds, ttl_seconds)
+        self._listening = False
+        # Names this cache in the notifications its own process's commits
+        # send, which it skips: those commits forgot their answers already.
+        self.origin = uuid.uuid4().hex
         self.keep = KEEP_TTLS * ttl_seconds if keep_seconds is None else keep_seconds
         self.clock = clock
         self.max_entries = max_entries
@@ -95,6 +112,27 @@ class EntitlementCache:
         self._cleared += 1
         self._rows.clear()
         self._size = 0
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    def set_listening(self, listening: bool) -> None:
+        """Other replicas' commits are heard from now on (True) or no longer (False).
+
+        Either way what is in memory may have missed a commit (sent while
+        nobody listened, or kept beyond ``ttl``): start over. Reads in flight
+        are not kept either, as after any clear.
+        """
+        self._listening = listening
+        self.clear()
+
+    def __contains__(self, key: Key) -> bool:
+        entry = self._rows.get(key[0], {}).get(key[1])
+        return entry is not None and entry.expiry > self.clock()
+
+    def _lifetime(self) -> float:
+        return self.max_seconds if self._listening else self.ttl
 
     def forget(self, changes: EntitlementChanges) -> None:
         """What a commit does: drop the answers its writes may have changed."""
@@ -119,20 +157,21 @@ class EntitlementCache:
             hit = features.get(feature_key)
             if hit is not None and hit.expiry > now:
                 hit.asked_at = now
-                if load_many is not None:
+                if load_many is not None and not self._listening:
                     self._start_refresh(now, load_many)
                 return hit.row
         if load_many is not None:
             row = await self._gathered((org_id, feature_key), load, load_many)
             # Misses too: an org asked once per TTL (a steady caller going
             # round its orgs) would otherwise never be asked for in time.
-            self._start_refresh(self.clock(), load_many)
+            if not self._listening:
+                self._start_refresh(self.clock(), load_many)
             return row
         started = self._begin((org_id,))
         try:
             row = await load(org_id, feature_key)
             if self._unchanged(started, org_id):
-                self._store(org_id, feature_key, _Entry(now + self.ttl, row, now))
+                self._store(org_id, feature_key, _Entry(now + self._lifetime(), row, now))
         finally:
             self._end((org_id,))
         return row
@@ -182,7 +221,7 @@ class EntitlementCache:
             for key, waiting in batch.items():
                 row = rows.get(key)
                 if self._unchanged(started, key[0]):
-                    self._store(key[0], key[1], _Entry(now + self.ttl, row, now))
+                    self._store(key[0], key[1], _Entry(now + self._lifetime(), row, now))
                 if not waiting.done():
                     waiting.set_result(row)
         except BaseException as failed:
@@ -209,7 +248,8 @@ class EntitlementCache:
             for key in keys:
                 if key in rows and self._unchanged(started, key[0]):
                     asked_at = self._asked_at(key, never=now - self.keep)
-                    self._store(key[0], key[1], _Entry(now + self.ttl, rows[key], asked_at))
+                    expiry = now + self._lifetime()
+                    self._store(key[0], key[1], _Entry(expiry, rows[key], asked_at))
         finally:
             self._end(orgs)
 

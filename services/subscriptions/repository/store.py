@@ -16,6 +16,7 @@ from services.kit.errors import AlreadyExists
 from services.kit.outbox import Outbox
 from services.kit.uow import UnitOfWork
 from services.subscriptions import domain as d
+from services.subscriptions.repository import entitlement_notices as notices
 from services.subscriptions.repository.projections import (
     EntitlementChanges,
     ProjectionQueries,
@@ -403,7 +404,8 @@ class SubscriptionsUnitOfWork(UnitOfWork):
     """The kit's unit of work with this service's repository on its session.
 
     ``on_committed`` hears which orgs' entitlement answers the unit's writes
-    may have changed, once it commits.
+    may have changed, once it commits; the other replicas hear it from a
+    NOTIFY sent in the same transaction (``entitlement_notices``).
     """
 
     repo: SubscriptionsRepository
@@ -414,13 +416,26 @@ class SubscriptionsUnitOfWork(UnitOfWork):
         outbox: Outbox,
         on_events_committed: Callable[[], None] | None = None,
         on_committed: Callable[[EntitlementChanges], None] | None = None,
+        origin: str = "",
     ) -> None:
         super().__init__(database, outbox, on_events_committed)
         self._on_committed = on_committed
+        self._channel = notices.channel_for(database.schema)
+        # Whose ``on_committed`` this is, so that cache skips the notification.
+        self._origin = origin
         self.changes = EntitlementChanges()
 
     async def commit(self) -> None:
         try:
+            if self.changes:
+                # Delivered only if this transaction commits, after it.
+                await self.session.execute(
+                    notices.NOTIFY,
+                    {
+                        "channel": self._channel,
+                        "payload": notices.payload_for(self.changes, self._origin),
+                    },
+                )
             await super().commit()
         finally:
             # Also when the commit raised: it may have landed before the
