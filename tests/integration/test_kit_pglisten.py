@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from services.kit.pglisten import PgListener
+from tests.support.databases import backends_named
 
 pytestmark = pytest.mark.integration
 
@@ -56,12 +57,7 @@ async def listening(database_url: str, owner: Owner) -> AsyncIterator[asyncio.Ta
 
 
 async def listeners(conn: asyncpg.Connection) -> list[int]:
-    rows = await conn.fetch(
-        "SELECT pid FROM pg_stat_activity"
-        " WHERE application_name = $1 AND datname = current_database()",
-        NAME,
-    )
-    return [row["pid"] for row in rows]
+    return await backends_named(conn, NAME)
 
 
 async def test_hears_commits_only_and_comes_back_after_losing_its_backend(

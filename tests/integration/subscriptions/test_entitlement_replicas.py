@@ -20,6 +20,7 @@ from services.subscriptions.repository import entitlement_notices as notices
 from services.subscriptions.repository.entitlement_cache import EntitlementCache
 from services.subscriptions.repository.projections import EntitlementChanges
 from tests.integration.subscriptions.test_entitlement_freshness import TTL_ENV, published
+from tests.support.databases import backends_named
 from tests.support.services import service_in_process
 from tests.support.subscriptions import (
     Harness,
@@ -181,9 +182,4 @@ async def test_after_losing_its_listener_a_replica_starts_over_and_hears_again(
 
 
 async def listeners(conn: asyncpg.Connection) -> list[int]:
-    rows = await conn.fetch(
-        "SELECT pid FROM pg_stat_activity"
-        " WHERE application_name = $1 AND datname = current_database()",
-        LISTENER_NAME,
-    )
-    return [row["pid"] for row in rows]
+    return await backends_named(conn, LISTENER_NAME)
