@@ -46,6 +46,9 @@ class SubscriptionsSettings(CommonSettings):
     # While they are heard, how long an answer no notification forgot is kept
     # anyway: a bound should a change ever reach the rows without one.
     entitlement_cache_max_seconds: float = Field(default=300.0, gt=0)
+    # Off behind a proxy that pools connections per transaction (PgBouncer's
+    # transaction mode), where LISTEN hears nothing: answers then keep to the TTL.
+    entitlement_listen: bool = True
 
 
 def clock_interval() -> float:
@@ -72,8 +75,8 @@ def entitlement_cache_for(ctx: ServiceContext) -> EntitlementCache:
 def serving_tasks(ctx: ServiceContext) -> Sequence[Job]:
     """On every replica: hear the other replicas' commits that change entitlements."""
     cache = entitlement_cache_for(ctx)
-    if cache.ttl <= 0:
-        return ()  # no cache, nothing to forget
+    if cache.ttl <= 0 or not load_settings(SubscriptionsSettings).entitlement_listen:
+        return ()  # no cache, or answers kept to the TTL
 
     def forget(payload: str) -> None:
         origin, changes = notices.changes_from(payload)

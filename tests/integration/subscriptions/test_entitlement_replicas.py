@@ -183,3 +183,13 @@ async def test_after_losing_its_listener_a_replica_starts_over_and_hears_again(
 
 async def listeners(conn: asyncpg.Connection) -> list[int]:
     return await backends_named(conn, LISTENER_NAME)
+
+
+async def test_listening_can_be_switched_off_for_a_transaction_pooler(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = replicas.b.runtime.context
+    assert context is not None
+    assert len(serving_tasks(context)) == 1
+    monkeypatch.setenv("SUBSCRIPTIONS_ENTITLEMENT_LISTEN", "false")
+    assert serving_tasks(context) == ()
