@@ -127,6 +127,35 @@ class Orgs:
         self.used[org_id] = Decimal(used)
         cache.forget(EntitlementChanges(orgs={org_id}))
 
+    def gated_load(self, gate: asyncio.Event) -> Loader:
+        """A read that takes its snapshot now and answers once ``gate`` opens."""
+
+        async def load(org_id: str, feature_key: str) -> EntitlementRow | None:
+            row = await self.load(org_id, feature_key)
+            await gate.wait()
+            return row
+
+        return load
+
+    def gated_load_many(self, gate: asyncio.Event) -> BulkLoader:
+        async def load_many(keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
+            rows = await self.load_many(keys)
+            await gate.wait()
+            return rows
+
+        return load_many
+
+    async def assert_current(
+        self, cache: EntitlementCache, in_flight: list[tuple[asyncio.Task[Any], asyncio.Event]]
+    ) -> None:
+        """Let every read in flight finish, then every org answers what is stored."""
+        for task, gate in in_flight:
+            gate.set()
+            await task
+        for org in ("a", "b", "c"):
+            row = await cache.get(org, "seats", self.load)
+            assert row is not None and row.used == self.used.get(org, Decimal(0))
+
 
 async def test_a_commit_forgets_only_the_orgs_it_touched() -> None:
     cache, table = EntitlementCache(ttl_seconds=60), Orgs()
@@ -281,22 +310,6 @@ def test_answers_are_what_the_database_holds_after_every_commit(
         in_flight: list[tuple[asyncio.Task[Any], asyncio.Event]] = []
         task: asyncio.Task[Any]
 
-        def snapshot_many(gate: asyncio.Event) -> BulkLoader:
-            async def load_many(keys: Sequence[Key]) -> dict[Key, EntitlementRow | None]:
-                rows = await table.load_many(keys)
-                await gate.wait()
-                return rows
-
-            return load_many
-
-        def snapshot_load(gate: asyncio.Event) -> Loader:
-            async def load(org_id: str, feature_key: str) -> EntitlementRow | None:
-                row = await table.load(org_id, feature_key)  # the snapshot of its start
-                await gate.wait()
-                return row
-
-            return load
-
         for step in steps:
             match step:
                 case ("commit", str(org), int(total)):
@@ -310,25 +323,20 @@ def test_answers_are_what_the_database_holds_after_every_commit(
                     assert row.used == table.used.get(org, Decimal(0))
                 case ("start", str(org)):
                     gate = asyncio.Event()
-                    task = asyncio.create_task(cache.get(org, "seats", snapshot_load(gate)))
+                    task = asyncio.create_task(cache.get(org, "seats", table.gated_load(gate)))
                     await asyncio.sleep(0)  # it has read its snapshot
                     in_flight.append((task, gate))
                 case ("refresh",):
                     gate = asyncio.Event()
                     keys = [(org, "seats") for org in ("a", "b", "c")]
-                    task = asyncio.create_task(cache.refresh(keys, snapshot_many(gate)))
+                    task = asyncio.create_task(cache.refresh(keys, table.gated_load_many(gate)))
                     await asyncio.sleep(0)
                     in_flight.append((task, gate))
                 case ("finish",) if in_flight:
                     task, gate = in_flight.pop(0)
                     gate.set()
                     await task
-        for task, gate in in_flight:
-            gate.set()
-            await task
-        for org in ("a", "b", "c"):
-            row = await cache.get(org, "seats", table.load)
-            assert row is not None and row.used == table.used.get(org, Decimal(0))
+        await table.assert_current(cache, in_flight)
 
     asyncio.run(run())
 
