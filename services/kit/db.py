@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from services.kit.errors import StartupError
 from services.kit.settings import asyncpg_url
@@ -56,6 +61,7 @@ class Database:
         *,
         logical_schema: str | None = None,
         pool_size: int = 10,
+        ping_idle_seconds: float = 1.0,
         echo: bool = False,
     ) -> None:
         self.url = asyncpg_url(url)
@@ -64,10 +70,10 @@ class Database:
             self.url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
             echo=echo,
             connect_args={"server_settings": {"search_path": f"{schema},public"}},
         )
+        ping_when_idle(engine.sync_engine, ping_idle_seconds)
         # Tables are declared in the service's logical schema ("usage"); ops may
         # place it elsewhere with DB_SCHEMA, and this map renames it per query.
         if logical_schema and logical_schema != schema:
@@ -98,6 +104,39 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_RETURNED_AT = "tally.returned_at"
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection at checkout only when it sat idle that long.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more round
+    trip per transaction, about a tenth of a busy consumer's statements. A
+    connection returned a moment ago is all but certainly alive, so only one
+    idle for ``idle_seconds`` or more is pinged (0 pings every checkout). The
+    price: when PostgreSQL goes away, a connection used within that window
+    fails the one use case that finds out, and SQLAlchemy then invalidates the
+    rest of the pool, so the retry (or the next call) connects afresh.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def returned(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping_if_idle(
+        dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is None or time.monotonic() - returned_at < idle_seconds:
+            return  # just connected, or just used
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool discards this connection and checks out another.
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

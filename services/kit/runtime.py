@@ -138,7 +138,11 @@ class ServiceRuntime:
         configure_tracing(self.spec.name, s.otel_exporter_otlp_endpoint)
         configure_metrics(self.spec.name, s.otel_exporter_otlp_endpoint)
         database = Database(
-            s.database_url, s.db_schema, logical_schema=self.spec.name, pool_size=s.db_pool_size
+            s.database_url,
+            s.db_schema,
+            logical_schema=self.spec.name,
+            pool_size=s.db_pool_size,
+            ping_idle_seconds=s.db_ping_idle_seconds,
         )
         instrument_engine(database.engine)
         try:

@@ -98,6 +98,8 @@ class ServiceSettings(CommonSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/tally"
     db_schema: str = ""
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # A pooled connection idle this long is pinged before use (kit/db.py).
+    db_ping_idle_seconds: float = Field(default=1.0, ge=0)
     nats_url: str = "nats://127.0.0.1:4222"
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=0, ge=0, le=65535)
