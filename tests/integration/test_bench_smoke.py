@@ -14,7 +14,7 @@ import asyncpg
 import grpc
 import pytest
 
-from devtools.bench import floor, ingest
+from devtools.bench import floor, ingest, roundtrip
 from devtools.bench.events import EventPlan
 from devtools.bench.report import BenchReport, PathFigure, format_table
 from devtools.bench.stats import latency_summary
@@ -83,3 +83,16 @@ async def test_a_tiny_bench_run_stores_every_event_once_and_tables_it(
         assert f"| {report.ratio(figure):.2f} " in line
         assert f"{figure.events_per_second:,.0f} ev/s" in line
     assert any(row.startswith("| floor: asyncpg COPY") for row in table)
+
+
+async def test_the_round_trip_probe_measures_both_layers_on_the_same_read(
+    database_url: str,
+) -> None:
+    rows = await roundtrip.measure(database_url, calls=20)
+    assert [what for what, _, _ in rows] == [
+        "one read by primary key, inside a transaction",
+        "a transaction: begin, that read, commit",
+    ]
+    assert all(raw > 0 and kit > 0 for _, raw, kit in rows)
+    printed = roundtrip.table(rows).splitlines()
+    assert len(printed) == 4 and printed[2].startswith("| one read by primary key")
