@@ -99,16 +99,13 @@ class Collector:
             claimed = await uow.repo.claim_undispatched(
                 self.now(), self.policy.dispatch_lease, DISPATCH_BATCH, attempt_id
             )
-            descriptions = {}
-            for a in claimed:
-                inv = await uow.repo.invoice(a.invoice_id)
-                descriptions[a.attempt_id] = (
-                    (inv.description or f"Invoice {inv.number}") if inv else ""
-                )
+            invoices = await uow.repo.invoices({a.invoice_id for a in claimed})
             await uow.commit()
         done: list[d.Attempt] = []
         for attempt in claimed:
-            settled = await self._send(attempt, descriptions[attempt.attempt_id])
+            inv = invoices.get(attempt.invoice_id)
+            description = (inv.description or f"Invoice {inv.number}") if inv else ""
+            settled = await self._send(attempt, description)
             if settled is not None:
                 done.append(settled)
         return done
@@ -151,13 +148,13 @@ class Collector:
                 log.warning("payments: attempt %s not sent yet: %s", attempt.attempt_id, exc)
                 return None
             async with self.make_uow() as uow:
-                await h.mark_dispatch_failed(
+                applied = await h.mark_dispatch_failed(
                     uow, attempt.attempt_id, exc.code, str(exc), self.now(), self.policy
                 )
                 await uow.commit()
-            return await self._attempt(attempt.attempt_id)
+            return None if applied is None else applied[1]
         async with self.make_uow() as uow:
-            await h.record_outcome(
+            applied = await h.record_outcome(
                 uow,
                 attempt.attempt_id,
                 result.status,
@@ -168,11 +165,8 @@ class Collector:
                 failure_message=result.failure_message,
             )
             await uow.commit()
-        return await self._attempt(attempt.attempt_id)
-
-    async def _attempt(self, attempt_id: str) -> d.Attempt | None:
-        async with self.make_uow() as uow:
-            return await uow.repo.attempt(attempt_id)
+        # The attempt as this transaction saved it: no second read.
+        return None if applied is None else applied[1]
 
     async def run_dispatcher(self, interval_seconds: float) -> None:
         while True:

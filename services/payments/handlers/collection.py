@@ -8,7 +8,7 @@ dispatcher's (services/payments/dispatch.py), never inside a transaction.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 
@@ -22,7 +22,7 @@ from services.payments.handlers.common import (
     new_id,
 )
 from services.payments.metrics import record_attempt
-from services.payments.repository import PaymentsUnitOfWork
+from services.payments.repository import Means, PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,24 @@ class FinalizedInvoice:
     description: str
 
 
+def _begin(
+    payment: d.Payment,
+    trigger: d.AttemptTrigger,
+    means: Means,
+    now: datetime,
+    policy: Policy,
+    caller_dispatches: bool,
+) -> tuple[d.Attempt | None, bool]:
+    """In memory: the new attempt, or (None, whether that is news) when the
+    payment must wait for a payment method."""
+    if means.method is None or means.customer_id is None:
+        return None, payment.wait_for_action(d.ActionReason.NO_PAYMENT_METHOD, now)
+    attempt = payment.start_attempt(new_id("pa"), trigger, (*means.method, means.customer_id), now)
+    if caller_dispatches:
+        attempt.lease_until = now + policy.dispatch_lease
+    return attempt, False
+
+
 async def start_attempt(
     uow: PaymentsUnitOfWork,
     payment: d.Payment,
@@ -59,25 +77,20 @@ async def start_attempt(
     attempt starts leased to it and the dispatcher job leaves it alone (until
     the lease runs out: a crash before sending).
     """
-    method = (
-        await get_method(uow, payment_method_id, payment.org_id)
-        if payment_method_id
-        else await uow.repo.default_method(payment.org_id)
-    )
-    customer = await uow.repo.customer_id(payment.org_id)
-    if method is None or customer is None:
-        if payment.wait_for_action(d.ActionReason.NO_PAYMENT_METHOD, now):
+    if payment_method_id:
+        method = await get_method(uow, payment_method_id, payment.org_id)
+        means = Means(
+            await uow.repo.customer_id(payment.org_id),
+            (method.payment_method_id, method.provider, method.provider_payment_method_id),
+        )
+    else:
+        means = await uow.repo.means(payment.org_id)
+    attempt, waiting = _begin(payment, trigger, means, now, policy, caller_dispatches)
+    if attempt is None:
+        if waiting:
             emit_action_required(uow, payment, d.ActionReason.NO_PAYMENT_METHOD)
         await uow.repo.save_payment(payment)
         return None
-    attempt = payment.start_attempt(
-        new_id("pa"),
-        trigger,
-        (method.payment_method_id, method.provider, method.provider_payment_method_id, customer),
-        now,
-    )
-    if caller_dispatches:
-        attempt.lease_until = now + policy.dispatch_lease
     await uow.repo.insert_attempt(attempt)
     await uow.repo.save_payment(payment)
     return attempt
@@ -86,21 +99,21 @@ async def start_attempt(
 async def invoice_finalized(
     uow: PaymentsUnitOfWork, inv: FinalizedInvoice, now: datetime, policy: Policy
 ) -> d.Attempt | None:
-    await uow.repo.upsert_invoice(
-        {
-            "invoice_id": inv.invoice_id,
-            "org_id": inv.org_id,
-            "subscription_id": inv.subscription_id,
-            "number": inv.number,
-            "currency_code": inv.currency_code,
-            "amount_due_minor": inv.amount_due_minor,
-            "state": INVOICE_FINALIZED,
-            "description": inv.description,
-            "update_time": now,
-        }
-    )
+    invoice = {
+        "invoice_id": inv.invoice_id,
+        "org_id": inv.org_id,
+        "subscription_id": inv.subscription_id,
+        "number": inv.number,
+        "currency_code": inv.currency_code,
+        "amount_due_minor": inv.amount_due_minor,
+        "state": INVOICE_FINALIZED,
+        "description": inv.description,
+        "update_time": now,
+    }
     if inv.amount_due_minor <= 0:
+        await uow.repo.upsert_invoice(invoice)
         return None  # settled by credits: nothing to collect
+    means = await uow.repo.upsert_invoice_reading_means(invoice)
     payment = d.Payment(
         payment_id=new_id("pay"),
         org_id=inv.org_id,
@@ -112,11 +125,15 @@ async def invoice_finalized(
         create_time=now,
         update_time=now,
     )
-    if not await uow.repo.insert_payment(payment):
-        return None  # this invoice is already being collected
-    return await start_attempt(
-        uow, payment, d.AttemptTrigger.INVOICE_FINALIZED, now, policy, caller_dispatches=False
+    # Decided before the insert, so the payment is written once, in its final state.
+    attempt, waiting = _begin(
+        payment, d.AttemptTrigger.INVOICE_FINALIZED, means, now, policy, caller_dispatches=False
     )
+    if not await uow.repo.insert_payment(payment, attempt):
+        return None  # this invoice is already being collected
+    if waiting:
+        emit_action_required(uow, payment, d.ActionReason.NO_PAYMENT_METHOD)
+    return attempt
 
 
 async def invoice_closed(
@@ -189,14 +206,12 @@ async def record_outcome(
     failure_message: str = "",
 ) -> tuple[d.Payment, d.Attempt, d.Outcome] | None:
     """Transaction 2 (and every webhook or sync): apply a provider answer once."""
-    found = await uow.repo.attempt(attempt_id)
-    if found is None:
-        return None
     # Payment first, then attempt: every path locks in this order.
-    payment = await uow.repo.payment(found.payment_id, lock=True)
-    attempt = await uow.repo.attempt(attempt_id)
+    payment = await uow.repo.payment_of_attempt(attempt_id)
+    attempt = None if payment is None else await uow.repo.attempt(attempt_id)
     if payment is None or attempt is None:
         return None
+    loaded = (replace(payment), replace(attempt))
     outcome = payment.apply(
         attempt,
         status,
@@ -213,8 +228,9 @@ async def record_outcome(
             payment.provider_payment_intent_id,
             attempt.provider_payment_intent_id,
         )
-    await uow.repo.save_attempt(attempt)
-    await uow.repo.save_payment(payment)
+    if (payment, attempt) != loaded:
+        # A repeated answer (the webhooks after transaction 2) usually changes nothing.
+        await uow.repo.save_attempt_and_payment(attempt, payment)
     emit_outcome(uow, payment, attempt, outcome, now)
     if outcome is not d.Outcome.NONE:
         # Counted once the outcome is durable: a rolled-back webhook is no attempt.
@@ -233,9 +249,9 @@ def _captured_twice(payment: d.Payment, attempt: d.Attempt, outcome: d.Outcome) 
 
 async def mark_dispatch_failed(
     uow: PaymentsUnitOfWork, attempt_id: str, code: str, message: str, now: datetime, policy: Policy
-) -> None:
+) -> tuple[d.Payment, d.Attempt, d.Outcome] | None:
     """The provider refused the attempt outright (not a decline): it failed."""
-    await record_outcome(
+    return await record_outcome(
         uow,
         attempt_id,
         "failed",

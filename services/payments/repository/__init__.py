@@ -1,6 +1,6 @@
 """SQL for the payments schema (SQLAlchemy 2 async): tables, repository, unit of work."""
 
-from services.payments.repository.store import PaymentsRepository, PaymentsUnitOfWork
+from services.payments.repository.store import Means, PaymentsRepository, PaymentsUnitOfWork
 from services.payments.repository.tables import (
     SCHEMA,
     customer_table,
@@ -16,6 +16,7 @@ from services.payments.repository.tables import (
 
 __all__ = [
     "SCHEMA",
+    "Means",
     "PaymentsRepository",
     "PaymentsUnitOfWork",
     "customer_table",

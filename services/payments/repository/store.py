@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Self
 
-from sqlalchemy import Row, and_, bindparam, case, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    Row,
+    Table,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,40 +41,152 @@ from services.payments.repository.tables import (
     sync_state_table,
 )
 
-# Statements every finalized invoice runs, built once: building them per call
-# cost more than executing them.
-_INSERT_PAYMENT = (
-    pg_insert(payment_table)
-    .on_conflict_do_nothing(index_elements=["invoice_id"])
-    .returning(payment_table.c.payment_id)
-)
-_SAVE_PAYMENT = payment_table.update().where(
-    payment_table.c.payment_id == bindparam("b_payment_id")
-)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in (d.Payment, d.Attempt, d.Refund)
+}
+_ENUM_FIELDS = ("state", "trigger", "action_reason")
 
 
-@functools.lru_cache(maxsize=8)
-def _upsert_invoice(columns: tuple[str, ...]) -> Any:
-    """An upsert of ``invoice`` that sets ``columns`` on conflict."""
-    stmt = pg_insert(invoice_table)
-    return stmt.on_conflict_do_update(
-        index_elements=["invoice_id"],
-        set_={k: stmt.excluded[k] for k in columns if k != "invoice_id"},
-    )
-
-
-def _values(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    out = {k: v for k, v in asdict(obj).items() if k not in skip}
-    for k, v in out.items():
-        if isinstance(v, str) and k in ("state", "trigger", "action_reason"):
+def _values(obj: d.Payment | d.Attempt | d.Refund) -> dict[str, Any]:
+    # getattr, not dataclasses.asdict: every field is a scalar, and asdict's
+    # deep copy was a visible share of a finalized invoice's CPU.
+    out = {k: getattr(obj, k) for k in _FIELD_NAMES[type(obj)]}
+    for k in _ENUM_FIELDS:
+        v = out.get(k)
+        if isinstance(v, str):
             out[k] = str(v)
     return out
 
 
+def _params(table: Table, names: Iterable[str], prefix: str = "") -> dict[str, Any]:
+    """A typed placeholder per column, named ``prefix + column``."""
+    return {n: bindparam(prefix + n, type_=table.c[n].type) for n in names}
+
+
+def _typed_params(table: Table, names: Iterable[str], prefix: str) -> list[Any]:
+    # Cast: in a SELECT list PostgreSQL would take an untyped placeholder for text.
+    return [cast(bindparam(prefix + n, type_=table.c[n].type), table.c[n].type) for n in names]
+
+
+# Statements every finalized invoice runs, built once: building them per call
+# cost more than executing them. Payments and attempts are written whole, in
+# the state their transaction leaves them.
+_PAYMENT_COLUMNS = _FIELD_NAMES[d.Payment]
+_ATTEMPT_COLUMNS = _FIELD_NAMES[d.Attempt]
+_INVOICE_COLUMNS = tuple(c.name for c in invoice_table.c)
+
+
+def _without(names: tuple[str, ...], name: str) -> list[str]:
+    return [n for n in names if n != name]
+
+
+_INSERT_PAYMENT = (
+    pg_insert(payment_table)
+    .values(_params(payment_table, _PAYMENT_COLUMNS))
+    .on_conflict_do_nothing(index_elements=["invoice_id"])
+    .returning(payment_table.c.payment_id)
+)
+# The payment and its first attempt in one round trip: the attempt is written
+# only when the payment is (not when the invoice already has one).
+_INSERT_PAYMENT_AND_ATTEMPT = (
+    pg_insert(payment_attempt_table)
+    .from_select(
+        list(_ATTEMPT_COLUMNS),
+        select(*_typed_params(payment_attempt_table, _ATTEMPT_COLUMNS, "a_")).select_from(
+            _INSERT_PAYMENT.cte("new_payment")
+        ),
+    )
+    .returning(payment_attempt_table.c.attempt_id)
+)
+_SAVE_PAYMENT = (
+    payment_table.update()
+    .where(payment_table.c.payment_id == bindparam("b_payment_id"))
+    .values(_params(payment_table, _without(_PAYMENT_COLUMNS, "payment_id")))
+)
+_INSERT_ATTEMPT = pg_insert(payment_attempt_table).values(
+    _params(payment_attempt_table, _ATTEMPT_COLUMNS)
+)
+_SAVE_ATTEMPT = (
+    payment_attempt_table.update()
+    .where(payment_attempt_table.c.attempt_id == bindparam("b_attempt_id"))
+    .values(_params(payment_attempt_table, _without(_ATTEMPT_COLUMNS, "attempt_id"), "a_"))
+)
+# An applied outcome saves its attempt and its payment together.
+_SAVE_ATTEMPT_AND_PAYMENT = _SAVE_PAYMENT.add_cte(_SAVE_ATTEMPT.cte("saved_attempt"))
+_PAYMENT_OF_ATTEMPT = (
+    select(payment_table)
+    .where(
+        payment_table.c.payment_id
+        == select(payment_attempt_table.c.payment_id)
+        .where(payment_attempt_table.c.attempt_id == bindparam("attempt_id"))
+        .scalar_subquery()
+    )
+    .with_for_update()
+)
+
+
+def _upsert_invoice_stmt() -> Any:
+    stmt = pg_insert(invoice_table).values(_params(invoice_table, _INVOICE_COLUMNS))
+    return stmt.on_conflict_do_update(
+        index_elements=["invoice_id"],
+        set_={k: stmt.excluded[k] for k in _INVOICE_COLUMNS if k != "invoice_id"},
+    )
+
+
+_UPSERT_INVOICE = _upsert_invoice_stmt()
+_INVOICES = select(invoice_table).where(
+    invoice_table.c.invoice_id == any_(bindparam("invoice_ids", type_=ARRAY(Text)))
+)
+
+
+def _means_stmt() -> Any:
+    """The org's provider customer and default method, as one row (NULLs when missing)."""
+    org = bindparam("means_org_id", type_=Text)
+    m = payment_method_table
+    one = select(literal_column("1").label("one")).subquery("one")
+    customer = (
+        select(customer_table.c.provider_customer_id)
+        .where(customer_table.c.org_id == org)
+        .scalar_subquery()
+    )
+    return select(
+        customer.label("provider_customer_id"),
+        m.c.payment_method_id,
+        m.c.provider,
+        m.c.provider_payment_method_id,
+    ).select_from(
+        one.outerjoin(m, and_(m.c.org_id == org, m.c.is_default, m.c.detached_time.is_(None)))
+    )
+
+
+_MEANS = _means_stmt()
+# A finalized invoice's projection is written in the statement that reads how to charge it.
+_UPSERT_INVOICE_READ_MEANS = _MEANS.add_cte(_UPSERT_INVOICE.cte("upserted_invoice"))
+
+
+@dataclass(frozen=True)
+class Means:
+    """How an org can be charged: its provider customer and default method, if any."""
+
+    customer_id: str | None
+    # (payment method id, provider, provider's payment method id)
+    method: tuple[str, str, str] | None
+
+
+def _means(row: Row[Any] | None) -> Means:
+    if row is None:
+        return Means(None, None)
+    method = (
+        None
+        if row.payment_method_id is None
+        else (row.payment_method_id, row.provider, row.provider_payment_method_id)
+    )
+    return Means(row.provider_customer_id, method)
+
+
 def _payment(row: Row[Any]) -> d.Payment:
     m = row._mapping
-    names = {f.name for f in fields(d.Payment)}
-    values = {k: m[k] for k in names if k in m}
+    values = {k: m[k] for k in _FIELD_NAMES[d.Payment] if k in m}
     values["state"] = d.PaymentState(m["state"])
     values["action_reason"] = (
         None if m["action_reason"] is None else d.ActionReason(m["action_reason"])
@@ -71,8 +196,7 @@ def _payment(row: Row[Any]) -> d.Payment:
 
 def _attempt(row: Row[Any]) -> d.Attempt:
     m = row._mapping
-    names = {f.name for f in fields(d.Attempt)}
-    values = {k: m[k] for k in names if k in m}
+    values = {k: m[k] for k in _FIELD_NAMES[d.Attempt] if k in m}
     values["state"] = d.AttemptState(m["state"])
     values["trigger"] = d.AttemptTrigger(m["trigger"])
     values["provider_payment_intent_id"] = m["provider_payment_intent_id"] or ""
@@ -81,8 +205,7 @@ def _attempt(row: Row[Any]) -> d.Attempt:
 
 def _refund(row: Row[Any]) -> d.Refund:
     m = row._mapping
-    names = {f.name for f in fields(d.Refund)}
-    values = {k: m[k] for k in names if k in m}
+    values = {k: m[k] for k in _FIELD_NAMES[d.Refund] if k in m}
     values["state"] = d.RefundState(m["state"])
     values["provider_refund_id"] = m["provider_refund_id"] or ""
     return d.Refund(**values)
@@ -92,6 +215,17 @@ def _attempt_values(a: d.Attempt) -> dict[str, Any]:
     values = _values(a)
     # NULL, not "", until the provider names it: the column is unique.
     values["provider_payment_intent_id"] = a.provider_payment_intent_id or None
+    return values
+
+
+def _prefixed(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {prefix + k: v for k, v in values.items()}
+
+
+def _attempt_update(a: d.Attempt) -> dict[str, Any]:
+    """Parameters of ``_SAVE_ATTEMPT``."""
+    values = _prefixed(_attempt_values(a), "a_")
+    values["b_attempt_id"] = values.pop("a_attempt_id")
     return values
 
 
@@ -151,6 +285,10 @@ class PaymentsRepository:
                 )
             )
         ).first()
+
+    async def means(self, org_id: str) -> Means:
+        """The org's provider customer and default method, in one round trip."""
+        return _means((await self.session.execute(_MEANS, {"means_org_id": org_id})).first())
 
     async def default_method(self, org_id: str) -> Row[Any] | None:
         t = payment_method_table
@@ -212,7 +350,12 @@ class PaymentsRepository:
     # ---------------------------------------------------------- invoices
 
     async def upsert_invoice(self, values: Mapping[str, Any]) -> None:
-        await self.session.execute(_upsert_invoice(tuple(values)), dict(values))
+        await self.session.execute(_UPSERT_INVOICE, dict(values))
+
+    async def upsert_invoice_reading_means(self, values: Mapping[str, Any]) -> Means:
+        """``upsert_invoice``, and how its org can be charged, in one round trip."""
+        params = {**values, "means_org_id": values["org_id"]}
+        return _means((await self.session.execute(_UPSERT_INVOICE_READ_MEANS, params)).first())
 
     async def set_invoice_state(self, invoice_id: str, state: str, now: datetime) -> None:
         await self.session.execute(
@@ -220,6 +363,14 @@ class PaymentsRepository:
             .where(invoice_table.c.invoice_id == invoice_id)
             .values(state=state, update_time=now)
         )
+
+    async def invoices(self, invoice_ids: Iterable[str]) -> dict[str, Row[Any]]:
+        """The known ones of ``invoice_ids``, by id, in one round trip."""
+        ids = list(invoice_ids)
+        if not ids:
+            return {}
+        rows = await self.session.execute(_INVOICES, {"invoice_ids": ids})
+        return {r.invoice_id: r for r in rows}
 
     async def invoice(self, invoice_id: str) -> Row[Any] | None:
         return (
@@ -244,15 +395,26 @@ class PaymentsRepository:
         row = (await self.session.execute(stmt)).first()
         return None if row is None else _payment(row)
 
-    async def insert_payment(self, p: d.Payment) -> bool:
-        """False when the invoice already has its payment (a redelivered finalize)."""
-        result = await self.session.execute(_INSERT_PAYMENT, _values(p))
+    async def insert_payment(self, p: d.Payment, first_attempt: d.Attempt | None = None) -> bool:
+        """False when the invoice already has its payment (a redelivered finalize);
+        ``first_attempt`` is written with the payment, and only with it."""
+        values = _values(p)
+        if first_attempt is None:
+            result = await self.session.execute(_INSERT_PAYMENT, values)
+        else:
+            values.update(_prefixed(_attempt_values(first_attempt), "a_"))
+            result = await self.session.execute(_INSERT_PAYMENT_AND_ATTEMPT, values)
         return result.first() is not None
 
     async def save_payment(self, p: d.Payment) -> None:
-        values = _values(p, skip=("payment_id",))
-        values["b_payment_id"] = p.payment_id
+        values = _values(p)
+        values["b_payment_id"] = values.pop("payment_id")
         await self.session.execute(_SAVE_PAYMENT, values)
+
+    async def payment_of_attempt(self, attempt_id: str) -> d.Payment | None:
+        """The attempt's payment, locked (payment before attempt, as every path locks)."""
+        row = (await self.session.execute(_PAYMENT_OF_ATTEMPT, {"attempt_id": attempt_id})).first()
+        return None if row is None else _payment(row)
 
     async def due_retries(self, now: datetime, limit: int) -> list[str]:
         t = payment_table
@@ -287,16 +449,17 @@ class PaymentsRepository:
     # ---------------------------------------------------------- attempts
 
     async def insert_attempt(self, a: d.Attempt) -> None:
-        await self.session.execute(pg_insert(payment_attempt_table).values(**_attempt_values(a)))
+        await self.session.execute(_INSERT_ATTEMPT, _attempt_values(a))
 
     async def save_attempt(self, a: d.Attempt) -> None:
-        values = _attempt_values(a)
-        values.pop("attempt_id")
-        await self.session.execute(
-            update(payment_attempt_table)
-            .where(payment_attempt_table.c.attempt_id == a.attempt_id)
-            .values(**values)
-        )
+        await self.session.execute(_SAVE_ATTEMPT, _attempt_update(a))
+
+    async def save_attempt_and_payment(self, a: d.Attempt, p: d.Payment) -> None:
+        """``save_attempt`` and ``save_payment`` in one round trip."""
+        values = _values(p)
+        values["b_payment_id"] = values.pop("payment_id")
+        values.update(_attempt_update(a))
+        await self.session.execute(_SAVE_ATTEMPT_AND_PAYMENT, values)
 
     async def attempt(self, attempt_id: str) -> d.Attempt | None:
         row = (
