@@ -6,7 +6,9 @@ the unique (subscription, period) index is the second guard."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from tally.events.v1 import catalog_events_pb2, payments_events_pb2, subscriptions_events_pb2
 from tally.subscriptions.v1 import resources_pb2 as subs_pb2
@@ -14,6 +16,8 @@ from tally.subscriptions.v1 import resources_pb2 as subs_pb2
 from services.invoicing import domain as d
 from services.invoicing import handlers as h
 from services.invoicing import protomap
+from services.invoicing.handlers.common import BatchUsageSource
+from services.invoicing.handlers.prefetch import UsageRead, prefetch_usage
 from services.invoicing.repository import InvoicingUnitOfWork
 from services.invoicing.settings import Policy
 from services.kit.clock import Clock, SystemClock
@@ -24,9 +28,14 @@ from services.kit.protoconv import from_timestamp
 SE = subscriptions_events_pb2
 
 
+def period_start(event: SE.SubscriptionPeriodClosedEvent) -> datetime | None:
+    p = event.period
+    return from_timestamp(p.period_start_time, present=p.HasField("period_start_time"))
+
+
 def closed_period(event: SE.SubscriptionPeriodClosedEvent) -> d.ClosedPeriod:
     p = event.period
-    start = from_timestamp(p.period_start_time, present=p.HasField("period_start_time"))
+    start = period_start(event)
     end = from_timestamp(p.period_end_time, present=p.HasField("period_end_time"))
     if start is None or end is None:
         raise ValueError(f"period_closed of {event.subscription_id} lacks its bounds")
@@ -61,6 +70,26 @@ def subscriptions(
     ``messages_per_transaction``: subscription events applied in one
     transaction; every effect of these handlers lives in the unit of work."""
     the_clock: Clock = clock or SystemClock()
+    # Each group's prefetched usage, by its unit of work: it lives and dies
+    # with that transaction, so nothing read for one group serves another (a
+    # group applied again one by one reads usage again).
+    prefetched: WeakKeyDictionary[InvoicingUnitOfWork, h.UsageSource] = WeakKeyDictionary()
+
+    batch_source = usage if isinstance(usage, BatchUsageSource) else None
+
+    async def prepare_group(
+        uow: InvoicingUnitOfWork, events: Sequence[tuple[Any, EventEnvelope]]
+    ) -> None:
+        assert batch_source is not None  # only given to the kit with one
+        reads = [
+            UsageRead(e.subscription_id, e.org_id, e.package_version_id, start)
+            for e, _ in events
+            if isinstance(e, SE.SubscriptionPeriodClosedEvent)
+            for start in (period_start(e),)
+            if start is not None
+        ]
+        if reads:
+            prefetched[uow] = await prefetch_usage(uow, batch_source, reads)
 
     async def on_published(
         uow: InvoicingUnitOfWork, event: catalog_events_pb2.PackagePublishedEvent, _: EventEnvelope
@@ -112,7 +141,7 @@ def subscriptions(
     ) -> None:
         await h.close_period(
             uow,
-            usage,
+            prefetched.get(uow, usage),
             policy,
             subscription_id=event.subscription_id,
             org_id=event.org_id,
@@ -160,6 +189,7 @@ def subscriptions(
             },
             concurrency=concurrency,
             messages_per_transaction=messages_per_transaction,
+            prepare_group=prepare_group if batch_source is not None else None,
         ),
         Subscription[InvoicingUnitOfWork](
             durable="payment-outcomes",

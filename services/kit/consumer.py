@@ -54,6 +54,8 @@ U = TypeVar("U", bound=UnitOfWork)
 # A handler applies one event inside the unit of work the consumer opened; it
 # must not commit: the consumer commits the effect and the inbox row together.
 Handler = Callable[[U, Any, EventEnvelope], Awaitable[None]]
+# Sees a group's fresh events, in order, before their handlers run.
+GroupHook = Callable[[U, Sequence[tuple[Any, EventEnvelope]]], Awaitable[None]]
 
 HEADER_DLQ_REASON = "Tally-Dlq-Reason"
 HEADER_DLQ_SUBJECT = "Tally-Dlq-Original-Subject"
@@ -123,6 +125,11 @@ class Subscription(Generic[U]):
     # at the price of holding a group's row locks until the group commits.
     # Only for handlers whose effects all live in the unit of work.
     messages_per_transaction: int = 1
+    # Called once per group of ``messages_per_transaction``, inside its unit of
+    # work and before any handler, with the group's events not applied before,
+    # so they can read what they all need at once. Never called on the one by
+    # one path: the handlers must work without it.
+    prepare_group: GroupHook[U] | None = None
     by_subject: dict[str, tuple[type[Message], Handler[U]]] = field(init=False)
     batched: bool = field(init=False)
 
@@ -288,6 +295,7 @@ class EventConsumer(Generic[U]):
                 self.consumer_name,
                 [e for m, _, e in parsed if m.subject in self.sub.by_subject],
             )
+            todo: list[tuple[str, dict[str, str], Any, EventEnvelope, Handler[U]]] = []
             for msg, headers, envelope in parsed:
                 subject = msg.subject
                 entry = self.sub.by_subject.get(subject)
@@ -300,6 +308,11 @@ class EventConsumer(Generic[U]):
                 message_cls, handler = entry
                 event = message_cls()
                 event.ParseFromString(msg.data)
+                todo.append((subject, headers, event, envelope, handler))
+            if todo and self.sub.prepare_group is not None:
+                with self._prepare_span([h for _, h, _, _, _ in todo]):
+                    await self.sub.prepare_group(uow, [(e, env) for _, _, e, env, _ in todo])
+            for subject, headers, event, envelope, handler in todo:
                 with self._span(subject, headers):
                     await handler(uow, event, envelope)
             await uow.commit()
@@ -316,6 +329,30 @@ class EventConsumer(Generic[U]):
                 span.set_attribute("messaging.system", "nats")
                 span.set_attribute("messaging.destination.name", subject)
                 span.set_attribute("messaging.consumer.group.name", self.consumer_name)
+                yield span
+        finally:
+            otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def _prepare_span(self, headers: Sequence[Mapping[str, str]]) -> Iterator[trace.Span]:
+        """The span of a group's ``prepare_group``: a child of its first event's
+        producer, linked to the other producers. Events published by one call
+        (a ClosePeriods run) share its trace, so what the hook reads shows there."""
+        parent = propagate.extract(headers[0])
+        first = trace.get_current_span(parent).get_span_context()
+        seen = {(first.trace_id, first.span_id)}
+        links = []
+        for h in headers[1:]:
+            ctx = trace.get_current_span(propagate.extract(h)).get_span_context()
+            if ctx.is_valid and (ctx.trace_id, ctx.span_id) not in seen:
+                seen.add((ctx.trace_id, ctx.span_id))
+                links.append(trace.Link(ctx))
+        token = otel_context.attach(parent)
+        try:
+            with tracer.start_as_current_span(f"prepare {self.sub.durable}", links=links) as span:
+                span.set_attribute("tally.service", self.service)
+                span.set_attribute("messaging.consumer.group.name", self.consumer_name)
+                span.set_attribute("messaging.batch.message_count", len(headers))
                 yield span
         finally:
             otel_context.detach(token)

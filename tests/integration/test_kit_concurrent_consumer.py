@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import pytest
 from nats.aio.msg import Msg
@@ -247,6 +249,67 @@ async def test_one_event_twice_in_a_group_applies_once(sink: Sink, bus: EventBus
     await consumer.apply_group(msgs)
     await consumer.apply_group(msgs)  # a redelivery of the whole group
     assert await sink.applied() == {"a/0": 1, "b/0": 1}
+
+
+class GroupHook:
+    """A ``prepare_group`` that notes what it saw, and can fail its first call."""
+
+    def __init__(self, *, fail_first: bool = False) -> None:
+        self.calls: list[tuple[UnitOfWork, list[str]]] = []
+        self.fail_first = fail_first
+
+    async def __call__(self, uow: UnitOfWork, events: Sequence[tuple[Any, EventEnvelope]]) -> None:
+        if self.fail_first:
+            self.fail_first = False
+            raise RuntimeError("the first prepare fails")
+        self.calls.append((uow, [e.probe_id for e, _ in events]))
+
+
+def with_hook(consumer: EventConsumer[UnitOfWork], hook: GroupHook) -> EventConsumer[UnitOfWork]:
+    consumer.sub = dataclasses.replace(consumer.sub, prepare_group=hook)
+    return consumer
+
+
+async def test_prepare_group_sees_each_groups_fresh_events_once(sink: Sink, bus: EventBus) -> None:
+    hook = GroupHook()
+    seen_in: list[UnitOfWork] = []
+
+    async def handler(
+        uow: UnitOfWork, event: kit_events_pb2.KitProbeEvent, envelope: EventEnvelope
+    ) -> None:
+        seen_in.append(uow)
+        await count_applied(uow, event, envelope)
+
+    consumer = with_hook(
+        sink.consumer(durable="probe-prepare", handler=handler, messages_per_transaction=10),
+        hook,
+    )
+    stored = [await bus.js.get_msg(STREAM, seq) for seq in (1, 2, 3)]
+    a0, b0, c0 = (
+        Msg(bus.nc, subject=m.subject, data=m.data or b"", headers=m.headers) for m in stored
+    )
+    await consumer.apply_group([a0, b0, a0])
+    await consumer.apply_group([a0, b0])  # a redelivery: nothing fresh, no call
+    await consumer.apply_group([b0, c0])
+    assert [ids for _, ids in hook.calls] == [["a/0", "b/0"], ["c/0"]]
+    # Called inside the unit of work the group's handlers then run in.
+    assert seen_in == [hook.calls[0][0], hook.calls[0][0], hook.calls[1][0]]
+    # The one by one path runs the handlers without it.
+    await consumer.apply(stored[0].subject, dict(stored[0].headers or {}), stored[0].data or b"")
+    assert len(hook.calls) == 2
+    assert await sink.applied() == {"a/0": 1, "b/0": 1, "c/0": 1}
+
+
+async def test_a_group_whose_prepare_fails_is_applied_one_by_one(sink: Sink) -> None:
+    hook = GroupHook(fail_first=True)
+    consumer = with_hook(
+        sink.consumer(durable="probe-prepare-fails", messages_per_transaction=10), hook
+    )
+    async with running(consumer):
+        await eventually(lambda: all_applied_once(sink))
+        await eventually(lambda: drained(consumer))
+    assert not hook.fail_first
+    assert await sink.applied() == ALL_ONCE
 
 
 async def _applied_is(sink: Sink, expected: dict[str, int]) -> bool:

@@ -164,7 +164,8 @@ async def test_an_ingested_event_and_its_invoice_share_linked_traces(
         if any(link.context.trace_id == ingestion_trace_id for link in s.links)
     ]
     assert [service_of(s) for s in linked] and {service_of(s) for s in linked} == {"usage"}
-    assert all(s.name.endswith("GetAggregate") for s in linked)
+    # Invoicing reads a consumer group's aggregates in one BatchGetAggregates.
+    assert all(s.name.endswith(("GetAggregate", "BatchGetAggregates")) for s in linked)
 
 
 async def test_the_period_close_shows_on_invoicing_metrics(suite: Suite) -> None:

@@ -13,12 +13,12 @@ from tally.catalog.v1 import resources_pb2 as catalog_pb2
 from services.invoicing import domain as d
 from services.invoicing import protomap
 from services.invoicing.handlers.common import (
-    PERCENTAGE_MODELS,
     UsageSource,
     line_id,
     new_id,
     plans,
     profile_snapshot,
+    wants_event_values,
 )
 from services.invoicing.handlers.lifecycle import add_finalized
 from services.invoicing.metrics import invoice_entered
@@ -44,7 +44,7 @@ async def usage_lines(
     for ch in version.charges:
         charge = charge_from_proto(ch, currency)
         model = ch.WhichOneof("properties") or ""
-        percentage = model in PERCENTAGE_MODELS
+        percentage = wants_event_values(ch)
         agg = await usage.aggregate(
             subscription_id, org_id, ch.metric_code, period_start, with_values=percentage
         )

@@ -4,16 +4,17 @@ snapshot, loading an invoice."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tally.catalog.v1 import resources_pb2 as catalog_pb2
 
 from services.invoicing import domain as d
 from services.invoicing import protomap
 from services.invoicing.repository import InvoicingUnitOfWork
-from services.invoicing.usage_client import Aggregate
+from services.invoicing.usage_client import Aggregate, AggregateKey
 from services.kit.errors import FailedPrecondition, NotFound
 
 PERCENTAGE_MODELS = ("percentage", "graduated_percentage")
@@ -29,6 +30,19 @@ class UsageSource(Protocol):
         *,
         with_values: bool = False,
     ) -> Aggregate: ...
+
+
+@runtime_checkable
+class BatchUsageSource(UsageSource, Protocol):
+    """A usage source that also reads many aggregates at once; keys it leaves
+    out of its answer are read one by one."""
+
+    async def aggregates(self, keys: Sequence[AggregateKey]) -> dict[AggregateKey, Aggregate]: ...
+
+
+def wants_event_values(charge: catalog_pb2.Charge) -> bool:
+    """The percentage models rate each event, so they read every event's value."""
+    return (charge.WhichOneof("properties") or "") in PERCENTAGE_MODELS
 
 
 def new_id(prefix: str) -> str:

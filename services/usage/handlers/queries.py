@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -62,6 +63,47 @@ def _subscription_not_found(subscription_id: str) -> NotFound:
     )
 
 
+def _no_current_period(subscription_id: str) -> NotFound:
+    return NotFound(
+        f"subscription {subscription_id} has no current period", reason="PERIOD_NOT_FOUND"
+    )
+
+
+def _period_not_found(subscription_id: str, start: datetime) -> NotFound:
+    return NotFound(
+        f"subscription {subscription_id} has no period starting {start.isoformat()}",
+        reason="PERIOD_NOT_FOUND",
+        metadata={"period_start_time": start.isoformat()},
+    )
+
+
+def _metric_not_found(metric_code: str) -> NotFound:
+    return NotFound(f"metric {metric_code} not found", reason="METRIC_NOT_FOUND")
+
+
+def _nothing_recorded(
+    subscription_id: str,
+    org_id: str,
+    metric_code: str,
+    aggregation: Aggregation,
+    start: datetime,
+    end: datetime,
+    closed: bool,
+) -> AggregateView:
+    return AggregateView(
+        subscription_id=subscription_id,
+        org_id=org_id,
+        metric_code=metric_code,
+        aggregation=aggregation,
+        period_start=start,
+        period_end=end,
+        value=Decimal(0),
+        event_count=0,
+        frozen=closed,
+        update_time=None,
+    )
+
+
 async def _period_of(
     session: AsyncSession, subscription_id: str, org_id: str, period_start: datetime | None
 ) -> tuple[Row[Any], datetime, datetime, bool]:
@@ -71,16 +113,10 @@ async def _period_of(
         raise _subscription_not_found(subscription_id)
     start = period_start or sub.current_period_start
     if start is None:
-        raise NotFound(
-            f"subscription {subscription_id} has no current period", reason="PERIOD_NOT_FOUND"
-        )
+        raise _no_current_period(subscription_id)
     period = await queries.period(session, subscription_id, start)
     if period is None:
-        raise NotFound(
-            f"subscription {subscription_id} has no period starting {start.isoformat()}",
-            reason="PERIOD_NOT_FOUND",
-            metadata={"period_start_time": start.isoformat()},
-        )
+        raise _period_not_found(subscription_id, start)
     return sub, start, period.period_end, period.closed
 
 
@@ -101,23 +137,85 @@ async def get_aggregate(
     else:
         aggregation = await queries.metric_aggregation(session, metric_code)
         if aggregation is None:
-            raise NotFound(f"metric {metric_code} not found", reason="METRIC_NOT_FOUND")
-        view = AggregateView(
-            subscription_id=subscription_id,
-            org_id=sub.org_id,
-            metric_code=metric_code,
-            aggregation=aggregation,
-            period_start=start,
-            period_end=end,
-            value=Decimal(0),
-            event_count=0,
-            frozen=closed,
-            update_time=None,
+            raise _metric_not_found(metric_code)
+        view = _nothing_recorded(
+            subscription_id, sub.org_id, metric_code, aggregation, start, end, closed
         )
     values: list[Decimal] = []
     if include_event_values:
         values = await queries.event_values(session, subscription_id, metric_code, start)
     return view, values
+
+
+@dataclass(frozen=True)
+class AggregateRequest:
+    """One item of a batch read: GetAggregate's arguments."""
+
+    subscription_id: str
+    metric_code: str
+    period_start: datetime | None = None
+    org_id: str = ""
+    include_event_values: bool = False
+
+
+def _batch_view(request: AggregateRequest, row: Row[Any]) -> AggregateView:
+    """What ``get_aggregate`` answers for ``request``, from its row of the batch read;
+    the same NotFound, checked in the same order."""
+    if not row.s_found or (request.org_id and row.s_org_id != request.org_id):
+        raise _subscription_not_found(request.subscription_id)
+    start = request.period_start or row.s_current_start
+    if start is None:
+        raise _no_current_period(request.subscription_id)
+    if row.p_start is None:
+        raise _period_not_found(request.subscription_id, start)
+    if row.subscription_id is not None:
+        return aggregate_view(row)
+    if not row.m_aggregation:
+        raise _metric_not_found(request.metric_code)
+    return _nothing_recorded(
+        request.subscription_id,
+        row.s_org_id,
+        request.metric_code,
+        Aggregation(row.m_aggregation),
+        row.p_start,
+        row.p_end,
+        row.p_closed,
+    )
+
+
+async def batch_get_aggregates(
+    session: AsyncSession, requests: Sequence[AggregateRequest]
+) -> list[tuple[AggregateView, list[Decimal]]]:
+    """``get_aggregate`` of each request, in order, in two statements at most.
+
+    A request ``get_aggregate`` answers NOT_FOUND fails the whole batch with
+    that error (AIP-231), naming the first such request by its ``index``.
+    """
+    if not requests:
+        return []
+    rows = await queries.batch_aggregates(
+        session,
+        [queries.AggregateKey(r.subscription_id, r.metric_code, r.period_start) for r in requests],
+    )
+    views: list[AggregateView] = []
+    for index, (request, row) in enumerate(zip(requests, rows, strict=True)):
+        try:
+            views.append(_batch_view(request, row))
+        except NotFound as err:
+            raise NotFound(
+                f"requests[{index}]: {err.message}",
+                reason=err.reason,
+                metadata={**err.metadata, "index": str(index)},
+            ) from None
+    values = await queries.batch_event_values(
+        session,
+        [
+            (i, v.subscription_id, v.metric_code, v.period_start)
+            for i, (r, v) in enumerate(zip(requests, views, strict=True))
+            if r.include_event_values
+        ],
+    )
+    return [(v, values.get(i, [])) for i, v in enumerate(views)]
 
 
 async def list_aggregates(

@@ -49,6 +49,86 @@ _AGGREGATE = select(usage_aggregate_table).where(
 )
 
 
+# BatchGetAggregates: every requested (subscription, metric, period start or
+# null for the current one) with its subscription, period, aggregate and
+# metric, in request order (``i``), in one statement. Period columns are
+# prefixed ``p_`` and the subscription's ``s_`` so the aggregate's columns keep
+# the names ``aggregate_view`` reads.
+_BATCH_AGGREGATES = text(
+    "SELECT r.i, r.subscription_id AS r_sub, r.metric_code AS r_metric,"
+    " s.subscription_id IS NOT NULL AS s_found, s.org_id AS s_org_id,"
+    " s.current_period_start AS s_current_start,"
+    " p.period_start AS p_start, p.period_end AS p_end, p.closed AS p_closed,"
+    " a.subscription_id, a.org_id, a.metric_code, a.aggregation, a.period_start,"
+    " a.period_end, a.value, a.event_count, a.frozen, a.updated_at, a.revision,"
+    " m.aggregation AS m_aggregation"
+    " FROM unnest(CAST(:subs AS text[]), CAST(:metrics AS text[]),"
+    "   CAST(:starts AS timestamptz[])) WITH ORDINALITY"
+    "   AS r(subscription_id, metric_code, period_start, i)"
+    " LEFT JOIN subscription s ON s.subscription_id = r.subscription_id"
+    " LEFT JOIN billing_period p ON p.subscription_id = r.subscription_id"
+    "   AND p.period_start = coalesce(r.period_start, s.current_period_start)"
+    " LEFT JOIN usage_aggregate a ON a.subscription_id = r.subscription_id"
+    "   AND a.metric_code = r.metric_code AND a.period_start = p.period_start"
+    " LEFT JOIN metric m ON m.code = r.metric_code"
+    " ORDER BY r.i"
+)
+# Per-event values of several (subscription, metric, period) at once, tagged
+# with the caller's index ``i``, each one's in event_values' order.
+_BATCH_EVENT_VALUES = text(
+    "SELECT r.i, e.value"
+    " FROM unnest(CAST(:subs AS text[]), CAST(:metrics AS text[]),"
+    "   CAST(:starts AS timestamptz[]), CAST(:idx AS int[]))"
+    "   AS r(subscription_id, metric_code, period_start, i)"
+    " JOIN usage_event e ON e.subscription_id = r.subscription_id"
+    "   AND e.metric_code = r.metric_code AND e.period_start = r.period_start"
+    " ORDER BY r.i, e.event_time, e.idempotency_key"
+)
+
+
+@dataclass(frozen=True)
+class AggregateKey:
+    subscription_id: str
+    metric_code: str
+    period_start: datetime | None  # None: the subscription's current period
+
+
+async def batch_aggregates(
+    session: AsyncSession, keys: Sequence[AggregateKey]
+) -> Sequence[Row[Any]]:
+    """One row per key, in key order (see ``_BATCH_AGGREGATES``)."""
+    rows = await session.execute(
+        _BATCH_AGGREGATES,
+        {
+            "subs": [k.subscription_id for k in keys],
+            "metrics": [k.metric_code for k in keys],
+            "starts": [k.period_start for k in keys],
+        },
+    )
+    return rows.all()
+
+
+async def batch_event_values(
+    session: AsyncSession, wanted: Sequence[tuple[int, str, str, datetime]]
+) -> dict[int, list[Decimal]]:
+    """``event_values`` of each (index, subscription, metric, period start), by index."""
+    found: dict[int, list[Decimal]] = {i: [] for i, _, _, _ in wanted}
+    if not wanted:
+        return found
+    rows = await session.execute(
+        _BATCH_EVENT_VALUES,
+        {
+            "idx": [i for i, _, _, _ in wanted],
+            "subs": [s for _, s, _, _ in wanted],
+            "metrics": [m for _, _, m, _ in wanted],
+            "starts": [p for _, _, _, p in wanted],
+        },
+    )
+    for i, value in rows:
+        found[i].append(value if value is not None else Decimal(1))
+    return found
+
+
 async def metric_aggregation(session: AsyncSession, code: str) -> Aggregation | None:
     found = await session.scalar(_METRIC_AGGREGATION, {"code": code})
     return Aggregation(found) if found else None
