@@ -36,6 +36,7 @@ from services.usage.protomap import (
     AGGREGATION_TO_PROTO,
     REASON_TO_PROTO,
     aggregate_message,
+    aggregate_request,
     incoming_events,
     timestamp_or_none,
 )
@@ -217,14 +218,7 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
         v.require(request.metric_code, "metric_code")
         v.raise_if_any()
         async with self._session() as session:
-            view, values = await queries.get_aggregate(
-                session,
-                subscription_id=request.subscription_id,
-                metric_code=request.metric_code,
-                period_start=timestamp_or_none(request, "period_start_time"),
-                org_id=request.org_id,
-                include_event_values=request.include_event_values,
-            )
+            view, values = await queries.get_aggregate(session, aggregate_request(request))
         link_last_ingestion(view.subscription_id, view.metric_code, view.period_start)
         return usage_pb2.GetAggregateResponse(
             aggregate=aggregate_message(view), event_values=[format_decimal(v) for v in values]
@@ -245,16 +239,7 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
             v.require(item.subscription_id, f"requests[{i}].subscription_id")
             v.require(item.metric_code, f"requests[{i}].metric_code")
         v.raise_if_any()
-        wanted = [
-            queries.AggregateRequest(
-                subscription_id=item.subscription_id,
-                metric_code=item.metric_code,
-                period_start=timestamp_or_none(item, "period_start_time"),
-                org_id=item.org_id,
-                include_event_values=item.include_event_values,
-            )
-            for item in items
-        ]
+        wanted = [aggregate_request(item) for item in items]
         async with self._session() as session:
             answers = await queries.batch_get_aggregates(session, wanted)
         responses = []

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tally.catalog.v1 import resources_pb2 as catalog_pb2
 from tally.subscriptions.v1 import resources_pb2 as subscriptions_pb2
 from tally.usage.v1 import resources_pb2 as usage_pb2
+from tally.usage.v1 import usage_pb2 as usage_api
 
 from services.kit.protoconv import (
     MAX_TIMESTAMP_SECONDS,
@@ -23,7 +24,7 @@ from services.kit.protoconv import (
     to_timestamp,
 )
 from services.usage.domain import Aggregation, IncomingEvent, RejectionReason, SubscriptionState
-from services.usage.handlers.queries import AggregateView
+from services.usage.handlers.queries import AggregateRequest, AggregateView
 
 AGGREGATION_FROM_PROTO: Mapping[Any, Aggregation] = {
     catalog_pb2.AGGREGATION_COUNT: Aggregation.COUNT,
@@ -97,6 +98,17 @@ def incoming_events(events: Iterable[usage_pb2.UsageEvent]) -> list[IncomingEven
             )
         )
     return decoded
+
+
+def aggregate_request(request: usage_api.GetAggregateRequest) -> AggregateRequest:
+    """GetAggregate's request, alone or as an item of BatchGetAggregates."""
+    return AggregateRequest(
+        subscription_id=request.subscription_id,
+        metric_code=request.metric_code,
+        period_start=timestamp_or_none(request, "period_start_time"),
+        org_id=request.org_id,
+        include_event_values=request.include_event_values,
+    )
 
 
 def aggregate_message(view: AggregateView) -> usage_pb2.UsageAggregate:

@@ -31,7 +31,8 @@ class EventFilter:
     idempotency_key: str = ""
 
 
-# GetAggregate's reads (one call per charge of every closed period), built once.
+# Reads built once: the metric's aggregation (QueryUsage) and the subscription
+# and its period (ListAggregates).
 _METRIC_AGGREGATION = select(metric_table.c.aggregation).where(
     metric_table.c.code == bindparam("code")
 )
@@ -42,14 +43,9 @@ _PERIOD = select(billing_period_table).where(
     billing_period_table.c.subscription_id == bindparam("sub"),
     billing_period_table.c.period_start == bindparam("start"),
 )
-_AGGREGATE = select(usage_aggregate_table).where(
-    usage_aggregate_table.c.subscription_id == bindparam("sub"),
-    usage_aggregate_table.c.metric_code == bindparam("metric"),
-    usage_aggregate_table.c.period_start == bindparam("start"),
-)
 
 
-# BatchGetAggregates: every requested (subscription, metric, period start or
+# GetAggregate and BatchGetAggregates: every requested (subscription, metric, period start or
 # null for the current one) with its subscription, period, aggregate and
 # metric, in request order (``i``), in one statement. Period columns are
 # prefixed ``p_`` and the subscription's ``s_`` so the aggregate's columns keep
@@ -74,7 +70,7 @@ _BATCH_AGGREGATES = text(
     " ORDER BY r.i"
 )
 # Per-event values of several (subscription, metric, period) at once, tagged
-# with the caller's index ``i``, each one's in event_values' order.
+# with the caller's index ``i``, each one's by event time, then idempotency key.
 _BATCH_EVENT_VALUES = text(
     "SELECT r.i, e.value"
     " FROM unnest(CAST(:subs AS text[]), CAST(:metrics AS text[]),"
@@ -142,13 +138,6 @@ async def period(session: AsyncSession, subscription_id: str, start: datetime) -
     return (await session.execute(_PERIOD, {"sub": subscription_id, "start": start})).first()
 
 
-async def aggregate(
-    session: AsyncSession, subscription_id: str, metric_code: str, start: datetime
-) -> Row[Any] | None:
-    params = {"sub": subscription_id, "metric": metric_code, "start": start}
-    return (await session.execute(_AGGREGATE, params)).first()
-
-
 async def aggregates(
     session: AsyncSession, subscription_id: str, start: datetime, after_code: str, limit: int
 ) -> Sequence[Row[Any]]:
@@ -157,22 +146,6 @@ async def aggregates(
     if after_code:
         stmt = stmt.where(a.c.metric_code > after_code)
     return (await session.execute(stmt.order_by(a.c.metric_code).limit(limit))).all()
-
-
-async def event_values(
-    session: AsyncSession, subscription_id: str, metric_code: str, start: datetime
-) -> list[Decimal]:
-    e = usage_event_table
-    rows = await session.execute(
-        select(e.c.value)
-        .where(
-            e.c.subscription_id == subscription_id,
-            e.c.metric_code == metric_code,
-            e.c.period_start == start,
-        )
-        .order_by(e.c.event_time, e.c.idempotency_key)
-    )
-    return [v if v is not None else Decimal(1) for (v,) in rows]
 
 
 async def events(

@@ -1,5 +1,6 @@
-"""BatchGetAggregates over real gRPC: request order, event values, the errors,
-and a property that it answers exactly what GetAggregate answers item by item."""
+"""GetAggregate and BatchGetAggregates over real gRPC: request order, event
+values, the errors, and a property that both answer what a model of the stored
+rows says, the batch exactly what GetAggregate answers item by item."""
 
 from __future__ import annotations
 
@@ -272,27 +273,83 @@ def requests_in(draw: st.DrawFn, w: World) -> list[usage_api.GetAggregateRequest
     return out
 
 
+Expected = str | tuple[Decimal, int, bool, datetime, list[Decimal]]
+
+
+def expected(w: World, r: usage_api.GetAggregateRequest) -> Expected:
+    """The model's answer to ``r``: a NOT_FOUND reason, or (value, event count,
+    frozen, period start, event values), worked out from ``w`` alone."""
+    if r.subscription_id not in w.subs:
+        return "SUBSCRIPTION_NOT_FOUND"
+    s = w.subs.index(r.subscription_id)
+    if r.org_id and r.org_id != w.orgs[s]:
+        return "SUBSCRIPTION_NOT_FOUND"
+    if r.HasField("period_start_time"):
+        start: datetime | None = r.period_start_time.ToDatetime(tzinfo=UTC)
+    else:
+        start = period_start(1) if w.has_current[s] else None
+    periods = [period_start(0), *([period_start(1)] * w.has_current[s])]
+    if start not in periods:
+        return "PERIOD_NOT_FOUND"
+    p = periods.index(start)
+    stored = [a for a in w.aggregates if a[:3] == (s, r.metric_code, p)]
+    if stored:
+        value, count, frozen = stored[0][3:]
+    elif r.metric_code in METRICS:
+        value, count, frozen = Decimal(0), 0, p == 0 and w.closed_first[s]
+    else:
+        return "METRIC_NOT_FOUND"
+    # Events are stored at period start + (k mod 3) hours under key "k<k>".
+    mine = [
+        (k % 3, k, v)
+        for k, (es, m, ep, v) in enumerate(w.events)
+        if (es, m, ep) == (s, r.metric_code, p)
+    ]
+    values = [
+        Decimal(1) if v is None else v for _, _, v in sorted(mine, key=lambda e: (e[0], f"k{e[1]}"))
+    ]
+    return value, count, frozen, period_start(p), values if r.include_event_values else []
+
+
+def answered(reply: usage_api.GetAggregateResponse) -> Expected:
+    a = reply.aggregate
+    return (
+        Decimal(a.value),
+        a.event_count,
+        a.frozen,
+        a.period_start_time.ToDatetime(tzinfo=UTC),
+        [Decimal(v) for v in reply.event_values],
+    )
+
+
 @settings(
     max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
-async def test_batch_answers_what_get_aggregate_answers_item_by_item(
-    stack: Stack, data: st.DataObject
-) -> None:
+async def test_both_answer_what_the_stored_rows_say(stack: Stack, data: st.DataObject) -> None:
     stub, _, database_url = stack
     w = data.draw(worlds(), label="world")
     await store(database_url, w)
     items = data.draw(requests_in(w), label="requests")
+    wanted = [expected(w, item) for item in items]
     singles: list[usage_api.GetAggregateResponse | grpc.aio.AioRpcError] = []
-    for item in items:
+    for item, want in zip(items, wanted, strict=True):
         try:
-            singles.append(await stub.GetAggregate(item, timeout=10))
+            single = await stub.GetAggregate(item, timeout=10)
         except grpc.aio.AioRpcError as missing:
             assert missing.code() == grpc.StatusCode.NOT_FOUND
+            assert details(missing)[0] == want
             singles.append(missing)
-    failed = [i for i, s in enumerate(singles) if isinstance(s, grpc.aio.AioRpcError)]
+            continue
+        assert (single.aggregate.subscription_id, single.aggregate.metric_code) == (
+            item.subscription_id,
+            item.metric_code,
+        )
+        assert answered(single) == want
+        singles.append(single)
+    failed = [i for i, want in enumerate(wanted) if isinstance(want, str)]
     if not failed:
         assert await batch(stub, items) == singles
         return
