@@ -42,7 +42,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.kit.bus import EventBus
-from services.kit.events import HEADER_AGGREGATE_ID, EventEnvelope, subject_of
+from services.kit.events import (
+    HEADER_AGGREGATE_ID,
+    HEADER_ORDERING_KEY,
+    EventEnvelope,
+    subject_of,
+)
 from services.kit.streams import dlq_subject, producer_of, stream_name
 from services.kit.tasks import raise_if_cancelling
 from services.kit.uow import UnitOfWork
@@ -60,6 +65,13 @@ GroupHook = Callable[[U, Sequence[tuple[Any, EventEnvelope]]], Awaitable[None]]
 HEADER_DLQ_REASON = "Tally-Dlq-Reason"
 HEADER_DLQ_SUBJECT = "Tally-Dlq-Original-Subject"
 HEADER_DLQ_DELIVERIES = "Tally-Dlq-Deliveries"
+
+
+def ordering_key(msg: Msg) -> str:
+    """The lane of a message (``HEADER_ORDERING_KEY``, else its aggregate id).
+    Messages with neither share one lane: no known independence."""
+    headers: dict[str, str] = msg.headers or {}
+    return headers.get(HEADER_ORDERING_KEY) or headers.get(HEADER_AGGREGATE_ID, "")
 
 
 class Inbox:
@@ -230,25 +242,25 @@ class EventConsumer(Generic[U]):
 
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
         """Apply a batch with at most ``concurrency`` workers in flight, each
-        aggregate's messages one after another in fetch order, up to
+        ordering key's messages one after another in fetch order, up to
         ``messages_per_transaction`` of them in one transaction."""
         lanes: dict[str, list[Msg]] = {}
         for msg in msgs:
-            # No aggregate id: no known independence, so those share one lane.
-            key = (msg.headers or {}).get(HEADER_AGGREGATE_ID, "")
-            lanes.setdefault(key, []).append(msg)
+            lanes.setdefault(ordering_key(msg), []).append(msg)
         pending = iter(lanes.values())
         group_size = self.sub.messages_per_transaction
 
         async def worker() -> None:
-            # One shared iterator: a worker takes the next lanes when it is free.
-            # A lane is never split, so one aggregate's messages stay in order.
+            # One shared iterator: a worker takes the next lane when it is free
+            # and applies all of it, in order, before taking another. So a key's
+            # messages never meet in two transactions at once, and the rows
+            # they lock are never locked by two groups in opposite orders.
             group: list[Msg] = []
             for lane in pending:
                 group.extend(lane)
-                if len(group) >= group_size:
-                    await self.handle_group(group)
-                    group = []
+                while len(group) >= group_size:
+                    await self.handle_group(group[:group_size])
+                    group = group[group_size:]
             if group:
                 await self.handle_group(group)
 

@@ -19,6 +19,11 @@ from tally.events.v1 import options_pb2
 HEADER_MSG_ID = "Nats-Msg-Id"  # JetStream's own dedupe key: the event id
 HEADER_EVENT_TYPE = "Tally-Event-Type"  # protobuf full name of the payload
 HEADER_AGGREGATE_ID = "Tally-Aggregate-Id"
+# Events sharing an ordering key are applied in publish order and never in two
+# transactions at once by a consumer that applies a batch concurrently; without
+# one, the aggregate id is the key. A producer gives a wider key (an org) when
+# consumers lock rows that several of its aggregates share.
+HEADER_ORDERING_KEY = "Tally-Ordering-Key"
 HEADER_OCCURRED_AT = "Tally-Occurred-At"  # ISO 8601, UTC
 
 

@@ -17,7 +17,7 @@ from opentelemetry import propagate
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.kit.db import Database
-from services.kit.events import EventEnvelope
+from services.kit.events import HEADER_ORDERING_KEY, EventEnvelope
 from services.kit.outbox import Outbox
 
 
@@ -57,10 +57,16 @@ class UnitOfWork:
         finally:
             await self.session.close()
 
-    def emit(self, event: Message, *, aggregate_id: str) -> EventEnvelope:
-        """Record an event to publish if, and only if, this unit commits."""
+    def emit(self, event: Message, *, aggregate_id: str, ordering_key: str = "") -> EventEnvelope:
+        """Record an event to publish if, and only if, this unit commits.
+
+        ``ordering_key``: see ``HEADER_ORDERING_KEY``; the aggregate id when empty.
+        """
         context: dict[str, str] = {}
         propagate.inject(context)  # the consumer's span continues this trace
+        if ordering_key:
+            # Carried with the trace context: the outbox keeps extra headers there.
+            context[HEADER_ORDERING_KEY] = ordering_key
         envelope = EventEnvelope.wrap(event, aggregate_id=aggregate_id, context=context)
         self._pending.append(envelope)
         return envelope

@@ -136,7 +136,9 @@ async def _record_events(
         for event in sub.events:
             message = event_pb(event, plans)
             if message is not None:
-                uow.emit(message, aggregate_id=sub.subscription_id)
+                # Ordered per org: invoicing locks an org's invoice counter and
+                # credit balance, shared by all the org's subscriptions.
+                uow.emit(message, aggregate_id=sub.subscription_id, ordering_key=sub.org_id)
         sub.events.clear()
     return plans
 

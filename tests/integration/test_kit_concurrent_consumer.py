@@ -52,10 +52,12 @@ async def databases(database_url: str) -> AsyncIterator[tuple[Database, Database
         yield both
 
 
-@pytest.fixture
-async def sink(databases: tuple[Database, Database], bus: EventBus) -> Sink:
+async def published(
+    databases: tuple[Database, Database], bus: EventBus, keys: dict[str, str] | None = None
+) -> Sink:
     """A fresh stream holding AGGREGATES x PER_AGGREGATE published events,
-    interleaved across aggregates, and an empty sink."""
+    interleaved across aggregates (``keys``: an aggregate's ordering key), and
+    an empty sink."""
     with contextlib.suppress(Exception):
         await bus.js.delete_stream(STREAM)
     await bus.ensure_streams([producer_stream("kit"), dlq_stream()])
@@ -63,12 +65,17 @@ async def sink(databases: tuple[Database, Database], bus: EventBus) -> Sink:
     await reset_probe(probe)
     for i in range(PER_AGGREGATE):
         for agg in AGGREGATES:
-            await probe.record(f"{agg}/{i}", sequence=i)
+            await probe.record(f"{agg}/{i}", sequence=i, ordering_key=(keys or {}).get(agg, ""))
     while await probe.relay.publish_pending():
         pass
     sink = Sink(databases[1], bus)
     await sink.reset()
     return sink
+
+
+@pytest.fixture
+async def sink(databases: tuple[Database, Database], bus: EventBus) -> Sink:
+    return await published(databases, bus)
 
 
 ALL_ONCE = {f"{agg}/{i}": 1 for agg in AGGREGATES for i in range(PER_AGGREGATE)}
@@ -84,6 +91,8 @@ class Recorder:
         self.fail_once = set(fail_once or ())
         self.always_fail: set[str] = set()
         self.transactions: set[int] = set()
+        self.per_transaction: dict[int, int] = {}
+        self.applied: list[str] = []  # probe ids, in the order their handlers ran
 
     async def __call__(
         self, uow: UnitOfWork, event: kit_events_pb2.KitProbeEvent, envelope: EventEnvelope
@@ -99,9 +108,11 @@ class Recorder:
             if event.probe_id in self.always_fail:
                 raise RuntimeError(f"{event.probe_id} is poison")
             await count_applied(uow, event, envelope)
-            txid = await uow.session.scalar(text("SELECT txid_current()"))
-            self.transactions.add(int(txid))
+            txid = int(await uow.session.scalar(text("SELECT txid_current()")))
+            self.transactions.add(txid)
+            self.per_transaction[txid] = self.per_transaction.get(txid, 0) + 1
             self.order.setdefault(envelope.aggregate_id, []).append(event.sequence)
+            self.applied.append(event.probe_id)
         finally:
             self.in_flight -= 1
 
@@ -201,6 +212,34 @@ async def test_groups_apply_each_once_in_order_in_fewer_transactions(sink: Sink)
     assert set(recorder.order) == set(AGGREGATES)
     # Whole aggregates (8 messages each) are gathered up to 16 per transaction.
     assert len(recorder.transactions) < len(ALL_ONCE) // 2
+
+
+async def test_an_ordering_key_shared_by_aggregates_is_one_lane(
+    databases: tuple[Database, Database], bus: EventBus
+) -> None:
+    # a and b share one key and c and d another (two orgs, say); e has none.
+    keys = {"a": "org-1", "b": "org-1", "c": "org-2", "d": "org-2"}
+    sink = await published(databases, bus, keys)
+    recorder = Recorder()
+    consumer = sink.consumer(
+        durable="probe-keyed", handler=recorder, concurrency=3, messages_per_transaction=5
+    )
+    async with running(consumer):
+        await eventually(lambda: all_applied_once(sink))
+        await eventually(lambda: drained(consumer))
+    published_order = [f"{agg}/{i}" for i in range(PER_AGGREGATE) for agg in AGGREGATES]
+
+    def lane(probe_id: str) -> str:
+        agg = probe_id.split("/")[0]
+        return keys.get(agg, agg)
+
+    for key in ("org-1", "org-2", "e"):
+        # One key's messages ran in publish order, across its aggregates...
+        mine = [p for p in recorder.applied if lane(p) == key]
+        assert mine == [p for p in published_order if lane(p) == key]
+    # ...and a lane of 16 messages was cut into transactions of at most 5.
+    assert max(recorder.per_transaction.values()) <= 5
+    assert 1 < recorder.max_in_flight <= 3
 
 
 async def test_a_poison_message_is_parked_alone_and_its_group_applied_once(

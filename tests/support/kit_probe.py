@@ -77,13 +77,20 @@ class Probe:
         return UnitOfWork(self.database, self.outbox, on_events_committed=self.relay.wake)
 
     async def record(
-        self, probe_id: str, note: str = "", sequence: int = 0, *, fail: bool = False
+        self,
+        probe_id: str,
+        note: str = "",
+        sequence: int = 0,
+        *,
+        fail: bool = False,
+        ordering_key: str = "",
     ) -> None:
         async with self.uow() as uow:
             await uow.session.execute(pg_insert(probe_table).values(probe_id=probe_id, note=note))
             uow.emit(
                 kit_events_pb2.KitProbeEvent(probe_id=probe_id, note=note, sequence=sequence),
                 aggregate_id=probe_id.split("/")[0],
+                ordering_key=ordering_key,
             )
             if fail:
                 raise RuntimeError("use case failed after writing")

@@ -29,7 +29,7 @@ from tally.usage.v1 import resources_pb2 as usage_pb2
 from services.kit import migrations
 from services.kit.bus import EventBus
 from services.kit.db import Database
-from services.kit.events import EventEnvelope
+from services.kit.events import HEADER_AGGREGATE_ID, HEADER_ORDERING_KEY, EventEnvelope
 from services.kit.protoconv import to_timestamp
 from services.kit.runtime import ServiceRuntime
 from services.kit.streams import producer_stream, stream_name
@@ -109,6 +109,17 @@ class Harness:
                 continue
             out.append((envelope.subject.rsplit(".", 1)[-1], envelope.decode()))
         return out
+
+    async def ordering_keys(self, aggregate_id: str) -> set[str]:
+        """The ordering keys the aggregate's events on TALLY_SUBSCRIPTIONS carry."""
+        js = self.bus.js
+        info = await js.stream_info(SUBSCRIPTIONS_STREAM)
+        keys: set[str] = set()
+        for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
+            headers = dict((await js.get_msg(SUBSCRIPTIONS_STREAM, seq)).headers or {})
+            if headers.get(HEADER_AGGREGATE_ID) == aggregate_id:
+                keys.add(headers.get(HEADER_ORDERING_KEY, ""))
+        return keys
 
     async def wait_events(
         self, aggregate_id: str, names: Sequence[str], timeout: float = 20.0

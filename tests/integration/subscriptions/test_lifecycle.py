@@ -57,6 +57,8 @@ async def test_pause_resume_and_cancel_with_their_events(
     events = await harness.wait_events(
         sid, ["created", "paused", "resumed", "period_closed", "canceled"]
     )
+    # Consumers apply one org's events in order, one transaction at a time.
+    assert await harness.ordering_keys(sid) == {done.subscription.org_id}
     closed = events[3][1]
     assert isinstance(closed, ev.SubscriptionPeriodClosedEvent)
     assert closed.subscription_ended
