@@ -29,7 +29,7 @@ from tally.usage.v1 import resources_pb2 as usage_pb2
 from services.kit import migrations
 from services.kit.bus import EventBus
 from services.kit.db import Database
-from services.kit.events import HEADER_AGGREGATE_ID, HEADER_ORDERING_KEY, EventEnvelope
+from services.kit.events import HEADER_ORDERING_KEY, EventEnvelope
 from services.kit.protoconv import to_timestamp
 from services.kit.runtime import ServiceRuntime
 from services.kit.streams import producer_stream, stream_name
@@ -92,34 +92,32 @@ class Harness:
                 raise AssertionError("condition not met in time")
             await asyncio.sleep(0.05)
 
-    async def events(
-        self, aggregate_id: str, subject_suffix: str = ""
-    ) -> list[tuple[str, Message]]:
+    async def envelopes(self, aggregate_id: str) -> list[EventEnvelope]:
         """Events of one aggregate on TALLY_SUBSCRIPTIONS, in stream order."""
         js = self.bus.js
         info = await js.stream_info(SUBSCRIPTIONS_STREAM)
-        out: list[tuple[str, Message]] = []
+        out: list[EventEnvelope] = []
         for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
             msg = await js.get_msg(SUBSCRIPTIONS_STREAM, seq)
             headers = dict(msg.headers or {})
             envelope = EventEnvelope.from_message(msg.subject or "", headers, msg.data or b"")
-            if envelope.aggregate_id != aggregate_id:
-                continue
-            if subject_suffix and not envelope.subject.endswith(subject_suffix):
-                continue
-            out.append((envelope.subject.rsplit(".", 1)[-1], envelope.decode()))
+            if envelope.aggregate_id == aggregate_id:
+                out.append(envelope)
         return out
 
+    async def events(
+        self, aggregate_id: str, subject_suffix: str = ""
+    ) -> list[tuple[str, Message]]:
+        """Events of one aggregate (by short name), decoded, in stream order."""
+        return [
+            (e.subject.rsplit(".", 1)[-1], e.decode())
+            for e in await self.envelopes(aggregate_id)
+            if not subject_suffix or e.subject.endswith(subject_suffix)
+        ]
+
     async def ordering_keys(self, aggregate_id: str) -> set[str]:
-        """The ordering keys the aggregate's events on TALLY_SUBSCRIPTIONS carry."""
-        js = self.bus.js
-        info = await js.stream_info(SUBSCRIPTIONS_STREAM)
-        keys: set[str] = set()
-        for seq in range(int(info.state.first_seq or 1), int(info.state.last_seq or 0) + 1):
-            headers = dict((await js.get_msg(SUBSCRIPTIONS_STREAM, seq)).headers or {})
-            if headers.get(HEADER_AGGREGATE_ID) == aggregate_id:
-                keys.add(headers.get(HEADER_ORDERING_KEY, ""))
-        return keys
+        """The ordering keys the aggregate's events carry."""
+        return {e.context.get(HEADER_ORDERING_KEY, "") for e in await self.envelopes(aggregate_id)}
 
     async def wait_events(
         self, aggregate_id: str, names: Sequence[str], timeout: float = 20.0
