@@ -251,10 +251,11 @@ class EventConsumer(Generic[U]):
         group_size = self.sub.messages_per_transaction
 
         async def worker() -> None:
-            # One shared iterator: a worker takes the next lane when it is free
-            # and applies all of it, in order, before taking another. So a key's
-            # messages never meet in two transactions at once, and the rows
-            # they lock are never locked by two groups in opposite orders.
+            # One shared iterator: a worker takes the next lane when it is free,
+            # and a lane belongs to that one worker, whose groups run one after
+            # another (a lane's tail may share a group with the next lane). So
+            # a key's messages stay in order, never in two transactions at
+            # once, and two groups never lock its rows in opposite orders.
             group: list[Msg] = []
             for lane in pending:
                 group.extend(lane)
