@@ -22,6 +22,7 @@ from devtools.bench.report import BenchReport, PathFigure, format_table, write
 from devtools.bench.stack import running_suite, sampler_for
 from devtools.bench.stats import latency_summary
 from services.kit import eventloop
+from services.kit.devstack.interrupts import Interrupted
 from services.kit.devstack.suite import Suite
 from services.kit.rpc.channels import round_robin_options
 
@@ -255,16 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     report.machine["processes"] = "one per service" + "".join(replicas)
     print("make bench: starting the embedded suite (durable PostgreSQL) ...", flush=True)
     started = time.perf_counter()
-    with running_suite(api_replicas=args.api_replicas) as suite:
-        print(f"  suite up in {time.perf_counter() - started:.1f}s", flush=True)
-        sampler = sampler_for(suite).start()
-        try:
-            # The client on the services' loop: its CPU shares the same 2 cores.
-            eventloop.run(measure(suite, sizes, report))
-        finally:
-            sampler.stop()
-        report.peak_rss_bytes = sampler.peak_rss()
-        report.mean_cpu_percent = sampler.mean_cpu()
+    try:
+        with running_suite(api_replicas=args.api_replicas) as (suite, interrupts):
+            print(f"  suite up in {time.perf_counter() - started:.1f}s", flush=True)
+            sampler = sampler_for(suite).start()
+            try:
+                # The client on the services' loop: its CPU shares the same 2 cores.
+                interrupts.run(measure(suite, sizes, report), runner=eventloop.run)
+            finally:
+                sampler.stop()
+            report.peak_rss_bytes = sampler.peak_rss()
+            report.mean_cpu_percent = sampler.mean_cpu()
+    except Interrupted as interrupted:
+        print(f"make bench: interrupted by {interrupted}; no table written", flush=True)
+        return interrupted.exit_status
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     json_path, md_path = write(report, args.out, stamp)
     print()

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devtools.bench.procs import ProcessSampler
+from services.kit.devstack.interrupts import Interrupts
 from services.kit.devstack.suite import Suite, SuitePorts
 
 # What the bench changes from `make run`, each because it would distort a figure:
@@ -28,8 +29,12 @@ def running_suite(
     data_dir: Path | None = None,
     extra_env: dict[str, str] | None = None,
     api_replicas: dict[str, int] | None = None,
-) -> Iterator[Suite]:
-    """Start a fresh suite on free ports (durable PostgreSQL: fsync on); stop and clean up."""
+) -> Iterator[tuple[Suite, Interrupts]]:
+    """Start a fresh suite on free ports (durable PostgreSQL: fsync on); stop and clean up.
+
+    Ctrl-C or SIGTERM stops it at any moment (``Suite.started``): run the
+    bench's coroutines through the yielded ``Interrupts.run``.
+    """
     owned = data_dir is None
     path = Path(tempfile.mkdtemp(prefix="tally-bench-")) if data_dir is None else data_dir
     ports = SuitePorts.free()
@@ -44,10 +49,9 @@ def running_suite(
         api_replicas=dict(api_replicas or {}),
     )
     try:
-        suite.start(timeout=120)
-        yield suite
+        with suite.started(timeout=120) as interrupts:
+            yield suite, interrupts
     finally:
-        suite.stop()
         if owned:
             shutil.rmtree(path, ignore_errors=True)
 

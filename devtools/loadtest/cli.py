@@ -82,11 +82,16 @@ def run_command(args: argparse.Namespace) -> int:
     )
     import grpc
 
+    from services.kit.devstack.interrupts import Interrupted
+
     try:
         report, json_path, md_path = run(config)
     except grpc.aio.AioRpcError as err:
         print(f"tally: error: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
+    except Interrupted as interrupted:
+        print(f"tally load-test: interrupted by {interrupted}; no report written", file=sys.stderr)
+        return interrupted.exit_status
     print(md_path.read_text())
     print(f"written: {json_path} and {md_path}")
     return 0 if report.accepted + report.duplicates == report.events_sent else 1

@@ -22,6 +22,7 @@ from devtools.bench.procs import ProcessSampler
 from devtools.loadtest.backlog import sample_backlog
 from devtools.loadtest.processes import find_suite
 from devtools.loadtest.report import LoadTestReport, write
+from services.kit.devstack.interrupts import Interrupts
 
 DEADLINE = 60.0
 T = TypeVar("T")
@@ -317,6 +318,8 @@ def run(config: LoadTestConfig) -> tuple[LoadTestReport, Path, Path]:
 
     with tqdm(total=config.total_events, unit="ev", desc="usage", dynamic_ncols=True) as bar:
         test = LoadTest(config, bar)
-        report = asyncio.run(test.run())
+        # It starts nothing: a signal only cancels its calls (Interrupted).
+        with Interrupts(child_pids=tuple) as interrupts:
+            report = interrupts.run(test.run())
     json_path, md_path = write(report, config.out, f"loadtest-{test.run_id}")
     return report, json_path, md_path

@@ -6,15 +6,12 @@ PostgreSQL and NATS included. A second run reuses the data in ``--data-dir``.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 from services.cli.seed import seed
-from services.kit.devstack.suite import PROCESSES, Suite
+from services.kit.devstack.interrupts import Interrupted
+from services.kit.devstack.suite import Suite
 from services.kit.settings import SERVICE_NAMES
 
 
@@ -39,14 +36,14 @@ def _banner(suite: Suite, demo: str) -> str:
 
 
 def dev_up(data_dir: str) -> int:
-    stop = threading.Event()
+    """Start, seed and serve until a signal; exit 128 + the signal (130 for Ctrl-C).
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
+    The first SIGINT or SIGTERM, whatever the launcher is doing (starting
+    PostgreSQL, migrating, seeding, serving), stops everything it started;
+    a second one kills everything at once (``Interrupts``). An interrupted
+    seed is finished by the next run: its request ids and idempotency keys
+    make the replay add nothing twice.
+    """
     path = Path(data_dir)
     path.mkdir(parents=True, exist_ok=True)
     demo_env = {
@@ -59,17 +56,19 @@ def dev_up(data_dir: str) -> int:
         "SUBSCRIPTIONS_CLOCK_INTERVAL_SECONDS": "300",
     }
     suite = Suite(path, extra_env=demo_env)
+
+    def step(what: str) -> None:
+        print(f"  {what}", flush=True)
+
     print(f"starting Tally from {suite.data_dir} ...", flush=True)
     try:
-        suite.start()
-        seeded = asyncio.run(seed({s: suite.service_address(s) for s in SERVICE_NAMES}))
-        print(_banner(suite, seeded.describe()), flush=True)
-        while not stop.is_set():
-            suite.raise_if_exited()
-            stop.wait(0.5)
-    finally:
-        print("stopping " + ", ".join(reversed(PROCESSES)) + ", nats, postgres ...", flush=True)
-        started = time.monotonic()
-        suite.stop()
-        print(f"stopped in {time.monotonic() - started:.1f}s", flush=True)
-    return 0
+        with suite.started(progress=step) as interrupts:
+            step("seeding demo data ...")
+            addresses = {s: suite.service_address(s) for s in SERVICE_NAMES}
+            seeded = interrupts.run(seed(addresses))
+            print(_banner(suite, seeded.describe()), flush=True)
+            while True:
+                suite.raise_if_exited()
+                time.sleep(0.5)
+    except Interrupted as interrupted:
+        return interrupted.exit_status

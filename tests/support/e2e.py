@@ -65,11 +65,9 @@ def running_suite(
         extra_env={**E2E_ENV, **env},
         api_replicas=dict(api_replicas or {}),
     )
-    suite.start(timeout=120)
-    try:
+    # A Ctrl-C (or SIGTERM) at any moment stops the suite; a second kills it.
+    with suite.started(timeout=120):
         yield suite
-    finally:
-        suite.stop()
 
 
 @dataclass

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -116,14 +117,27 @@ def spawn(
 
 def stop_child(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
     """Ask ``proc`` to exit with ``sig``; SIGKILL it if it has not after ``timeout``."""
-    if proc.poll() is not None:
-        return
-    try:
+    stop_children([proc], sig, timeout)
+
+
+def stop_children(
+    procs: Sequence[subprocess.Popen[bytes]], sig: signal.Signals, timeout: float
+) -> None:
+    """Signal every one of ``procs`` at once, then wait for all, SIGKILLing laggards.
+
+    Together, not one after another: each drains its in-flight work within
+    its own grace period, so stopping n of them takes one grace, not n.
+    """
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
         proc.send_signal(sig)
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    deadline = time.monotonic() + timeout
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # Postgres ("2026-01-02 03:04:05.678 UTC [42] ") and nats-server

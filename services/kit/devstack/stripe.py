@@ -65,7 +65,9 @@ def stripe_emulator_wanted(env: Mapping[str, str]) -> bool:
 
 
 class StripeEmulatorProcess:
-    def __init__(self, port: int, *, webhook_url: str, log_dir: Path) -> None:
+    def __init__(
+        self, port: int, *, webhook_url: str, log_dir: Path, state_file: Path | None = None
+    ) -> None:
         from devtools.stripe_emulator import (
             DEFAULT_API_KEY,
             DEFAULT_PUBLISHABLE_KEY,
@@ -78,6 +80,8 @@ class StripeEmulatorProcess:
         self.webhook_secret: str = DEFAULT_WEBHOOK_SECRET
         self.publishable_key: str = DEFAULT_PUBLISHABLE_KEY
         self.log_path = log_dir / "stripe.log"
+        # Where the emulator keeps its account, so it outlives a restart as payments' data does.
+        self.state_file = state_file
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -110,6 +114,7 @@ class StripeEmulatorProcess:
                 self.webhook_secret,
                 "--api-key",
                 self.api_key,
+                *(["--state-file", str(self.state_file)] if self.state_file is not None else []),
             ],
             log_path=self.log_path,
             deathsig=signal.SIGTERM,
@@ -126,6 +131,11 @@ class StripeEmulatorProcess:
                 self.stop()
                 raise DevStackError(f"stripe emulator not listening on {self.api_base}")
             time.sleep(0.05)
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     def stop(self, timeout: float = 10) -> None:
         proc, self._proc = self._proc, None

@@ -15,12 +15,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.kit.devstack._process import spawn, stop_child
+from services.kit.devstack._process import spawn, stop_child, stop_children
 from services.kit.devstack.errors import DevStackError
+from services.kit.devstack.interrupts import Interrupts
 from services.kit.devstack.nats import EmbeddedNats
 from services.kit.devstack.ports import ensure_port_free, free_port, free_ports
 from services.kit.devstack.postgres import EmbeddedPostgres
@@ -34,6 +36,12 @@ from services.kit.settings import (
 )
 
 DATABASE = "tally"
+
+
+def _quiet(step: str) -> None:
+    pass
+
+
 PROCESSES = (*SERVICE_NAMES, "gateway")
 
 
@@ -106,6 +114,7 @@ class Suite:
     processes: dict[str, subprocess.Popen[bytes]] = field(init=False, default_factory=dict)
     # The local Stripe emulator, when no STRIPE_API_KEY is given and payments can use it.
     stripe: StripeEmulatorProcess | None = field(init=False, default=None)
+    stopped: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -128,6 +137,7 @@ class Suite:
                 self.ports.stripe or free_port(),
                 webhook_url=f"{self.service_http_url('payments')}/webhooks/stripe",
                 log_dir=self.log_dir,
+                state_file=self.data_dir / "stripe" / "state.json",
             )
 
     @property
@@ -164,9 +174,6 @@ class Suite:
             DATABASE_URL=self.database_url,
             NATS_URL=self.nats.url,
             GATEWAY_HTTP_PORT=str(self.ports.gateway),
-            # Children run from "/" (see _process.spawn): keep the audit trail
-            # with the rest of this suite's data.
-            GATEWAY_AUDIT_DIR=str(self.data_dir / "audit"),
             PYTHONUNBUFFERED="1",
         )
         for service, port in self.ports.services.items():
@@ -359,21 +366,76 @@ class Suite:
                 raise DevStackError(f"not SERVING after {timeout:g}s: {states}")
             time.sleep(0.2)
 
-    def stop(self) -> None:
-        """Gateway first, then services, then NATS, then PostgreSQL; idempotent."""
-        # Replicas were started last: they stop first.
-        for name in reversed([*PROCESSES, *self.processes]):
-            self.stop_process(name)
+    def alive(self) -> list[str]:
+        """What is running now, in the order :meth:`stop` stops it."""
+        names = [name for name, proc in self.processes.items() if proc.poll() is None]
+        names.sort(key=lambda name: name != "gateway")
+        if self.stripe is not None and self.stripe.pid is not None:
+            names.append("stripe")
+        names += [name for name in ("nats", "postgres") if getattr(self, name).pid is not None]
+        return names
+
+    def child_pids(self) -> list[int]:
+        """Every child's pid (each leads its own process group), for a hard stop."""
+        pids = [proc.pid for proc in self.processes.values() if proc.poll() is None]
+        servers = (self.stripe, self.nats, self.postgres)
+        return pids + [pid for server in servers if server and (pid := server.pid) is not None]
+
+    def stop(self, timeout: float = 15) -> list[str]:
+        """Gateway first, then every service together, then NATS, then PostgreSQL; idempotent.
+
+        The services stop together, each draining its in-flight calls within
+        its own ``SHUTDOWN_GRACE_SECONDS``, so stopping takes one grace period
+        rather than one per process. Returns what was running; every name
+        stopped so far is kept in ``stopped`` (a failed start stops itself).
+        """
+        running = self.alive()
+        self.stopped += [name for name in running if name not in self.stopped]
+        self.stop_process("gateway", timeout=timeout)
+        stop_children(list(self.processes.values()), signal.SIGTERM, timeout)
         if self.stripe is not None:
             self.stripe.stop()
         self.nats.stop()
         self.postgres.stop()
+        return running
 
-    def start(self, timeout: float = 60.0) -> None:
+    @contextmanager
+    def started(
+        self, timeout: float = 60.0, progress: Callable[[str], None] = _quiet
+    ) -> Iterator[Interrupts]:
+        """The suite running for the ``with`` block, stopped after it whatever happens.
+
+        From the main thread, the first SIGINT or SIGTERM anywhere in the block
+        (starting, migrating, the caller's own work) stops the suite in order
+        and leaves as :class:`Interrupted`; a second one kills every process
+        at once. Run the caller's coroutines through the yielded
+        ``Interrupts.run`` so a signal cancels them cleanly.
+        """
+        with Interrupts(self.child_pids) as interrupts:
+            try:
+                self.start(timeout, progress)
+                yield interrupts
+            finally:
+                with interrupts.stopping():
+                    if interrupts.signum is not None:
+                        progress(f"{signal.Signals(interrupts.signum).name}: stopping ...")
+                    began = time.monotonic()
+                    self.stop()
+                    took = time.monotonic() - began
+                    progress(f"stopped {', '.join(self.stopped) or 'nothing'} in {took:.1f}s")
+
+    def start(self, timeout: float = 60.0, progress: Callable[[str], None] = _quiet) -> None:
+        """Start everything; on any failure or interruption stop what had started.
+
+        ``progress`` hears each step as it begins (``tally dev up`` prints them).
+        """
         self.check_ports()
         try:
+            progress("starting postgres and nats ...")
             self.start_infra()
+            progress("migrating ...")
             self.migrate()
+            progress("starting services ...")
             self.start_processes()
             self.wait_healthy(timeout)
             if self.replica_ports:
