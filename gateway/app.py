@@ -23,6 +23,7 @@ import httpx
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -33,6 +34,7 @@ from gateway.audit import AuditLog
 from gateway.auth import Authorizer, Principal
 from gateway.descriptors import http_bindings
 from gateway.docs import DOCS_PAGE, gateway_operations
+from gateway.flags import Flags, request_orgs
 from gateway.openapi import openapi_document
 from gateway.problems import Problem
 from gateway.ratelimit import RateLimits
@@ -47,6 +49,7 @@ access_log = logging.getLogger("gateway.access")
 AUDIT_PATH = "/super-admin/billing/v1/audit"
 WEBHOOK_PATH = "/webhooks/stripe"
 OVERVIEW_PATH = "/portal/billing/v1/overview"
+FEATURES_PATH = "/portal/billing/v1/features"
 CONTEXT_PATH = "/super-admin/billing/v1/orgs/{org_id}/context"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Headers Stripe's signature check needs, forwarded untouched with the raw body.
@@ -116,11 +119,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
     authorizer = Authorizer(settings)
     limits = RateLimits(settings)
     audit = AuditLog(settings.audit_dir or None, settings.audit_memory_entries)
-    flags = {
-        "portal": settings.portal_billing_enabled,
-        "admin": settings.admin_billing_enabled,
-        "internal": settings.internal_billing_enabled,
-    }
+    flags = Flags.from_settings(settings)
+    log.info("route groups: %s", flags.describe())
     channels: dict[str, grpc.aio.Channel] = {}
     calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
     openapi: dict[str, Any] = {}
@@ -148,7 +148,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             )
         openapi.update(openapi_document())
         openapi["paths"].update(
-            gateway_operations(AUDIT_PATH, WEBHOOK_PATH, OVERVIEW_PATH, CONTEXT_PATH)
+            gateway_operations(AUDIT_PATH, WEBHOOK_PATH, OVERVIEW_PATH, CONTEXT_PATH, FEATURES_PATH)
         )
         try:
             yield
@@ -156,6 +156,22 @@ def create_app(settings: GatewaySettings) -> Starlette:
             calls.clear()
             for channel in channels.values():
                 await channel.close()
+
+    async def admit(group: str, headers: Headers) -> Principal | None:
+        """404 unless the group is on for this caller, as if the route did not exist.
+
+        Off: before any credentials are read. On for a cohort: the caller's org
+        decides, so the token is read first (and returned, not read twice);
+        internal calls are decided by the orgs in the request, in ``_call``.
+        """
+        if flags.off(group):
+            raise problems.not_found()
+        if not flags.per_org(group) or group == "internal":
+            return None
+        principal = await authorizer.authenticate(group, headers)
+        if not flags.admits(group, principal.org_id, principal.org_tags):
+            raise problems.not_found()
+        return principal
 
     def request_id(request: Request) -> str:
         value: str = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
@@ -178,9 +194,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
     async def audit_read(request: Request) -> Response:
         rid = request_id(request)
         try:
-            if not flags["admin"]:
-                raise problems.not_found()
-            principal, _ = await authorizer.authorize("admin", "GET", request.headers)
+            principal = await admit("admin", request.headers)
+            principal = principal or await authorizer.authenticate("admin", request.headers)
+            authorizer.permit("admin", "GET", principal)
             await limits.hit(principal.subject)
             params = request.query_params
             try:
@@ -234,14 +250,16 @@ def create_app(settings: GatewaySettings) -> Starlette:
         outcome = "error"
         group = transcoding.group_of(path)
         try:
-            if group is None or not flags[group]:
-                # A disabled group is indistinguishable from an absent one.
+            if group is None:
                 raise problems.not_found(f"no route for {method} {path}")
+            # A disabled group is indistinguishable from an absent one; checked
+            # before matching, so a 405 tells an outsider nothing either.
+            admitted = await admit(group, request.headers)
             matched = router.match(method, path)
             if matched is None:
                 raise problems.not_found(f"no route for {method} {path}")
             route, path_values = matched
-            principal = await authorizer.authenticate(group, request.headers)
+            principal = admitted or await authorizer.authenticate(group, request.headers)
             # What the caller tried to act as, so a refused attempt is audited too.
             role = ",".join(sorted(principal.roles)) or principal.service or "none"
             role = authorizer.permit(group, method, principal)
@@ -296,6 +314,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             if codec is not None and not path_values and not request.scope["query_string"]:
                 fast = codec.decode(body, raw_body)
                 if fast is not None:
+                    _admit_request(fast, principal)
                     reply = await _invoke(route, fast, principal, rid)
                     return JSONResponse(codec.encode(reply))
         try:
@@ -323,12 +342,21 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 if org_id != principal.org_id:
                     raise problems.not_found()
             message.org_id = principal.org_id  # type: ignore[attr-defined]
+        elif group == "internal":
+            _admit_request(message, principal)
         reply = await _invoke(route, message, principal, rid)
         payload = transcoding.response_payload(route, reply)
         if isinstance(payload, tuple):
             data, content_type = payload
             return Response(data, media_type=content_type)
         return JSONResponse(payload)
+
+    def _admit_request(message: Any, principal: Principal) -> None:
+        # An internal call for an org outside the cohort: no such route for it.
+        if flags.per_org("internal") and not flags.admits_request(
+            request_orgs(message), principal.org_id
+        ):
+            raise problems.not_found()
 
     async def _invoke(
         route: transcoding.Route, message: Any, principal: Principal, rid: str
@@ -366,9 +394,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
     async def portal_overview(request: Request) -> Response:
         rid = request_id(request)
         try:
-            if not flags["portal"]:
-                raise problems.not_found()
-            principal = await authorizer.authenticate("portal", request.headers)
+            principal = await admit("portal", request.headers)
+            principal = principal or await authorizer.authenticate("portal", request.headers)
             authorizer.permit("portal", "GET", principal)
             await limits.hit(principal.subject, principal.org_id)
             call = route_caller(principal, rid, portal=True)
@@ -377,12 +404,24 @@ def create_app(settings: GatewaySettings) -> Starlette:
             return problem.response(rid)
         return JSONResponse(composed)
 
+    async def portal_features(request: Request) -> Response:
+        # Answered whatever the portal flag says: it is how a front end learns
+        # to hide what is off for its org.
+        rid = request_id(request)
+        try:
+            principal = await authorizer.authenticate("portal", request.headers)
+            authorizer.permit("portal", "GET", principal)
+            await limits.hit(principal.subject, principal.org_id)
+        except Problem as problem:
+            return problem.response(rid)
+        features = flags.features(principal.org_id, principal.org_tags)
+        return JSONResponse({"orgId": principal.org_id, "features": features})
+
     async def support_context(request: Request) -> Response:
         rid = request_id(request)
         try:
-            if not flags["admin"]:
-                raise problems.not_found()
-            principal = await authorizer.authenticate("admin", request.headers)
+            principal = await admit("admin", request.headers)
+            principal = principal or await authorizer.authenticate("admin", request.headers)
             # GET: billing_admin and billing_support both read it.
             authorizer.permit("admin", "GET", principal)
             await limits.hit(principal.subject)
@@ -403,6 +442,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Route(AUDIT_PATH, audit_read, methods=["GET"]),
             Route(WEBHOOK_PATH, stripe_webhook, methods=["POST"]),
             Route(OVERVIEW_PATH, portal_overview, methods=["GET"]),
+            Route(FEATURES_PATH, portal_features, methods=["GET"]),
             Route(CONTEXT_PATH, support_context, methods=["GET"]),
             Route("/{rest:path}", transcode, methods=methods),
         ],

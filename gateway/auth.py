@@ -44,6 +44,8 @@ class Principal:
     roles: frozenset[str] = frozenset()
     service: str = ""
     via: str = "jwt"  # or "api-key"
+    # Cohort tags of the token's own org (gateway/flags.py), from the org_tags claim.
+    org_tags: frozenset[str] = frozenset()
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -174,6 +176,7 @@ class TokenVerifier:
             permissions=frozenset(_strings(claims.get("permissions"))),
             roles=frozenset(_strings(claims.get("roles"))),
             service=str(claims.get("service") or ""),
+            org_tags=frozenset(_strings(claims.get("org_tags"))),
             claims=claims,
         )
         self._verified.put(token, principal, claims)
@@ -272,6 +275,7 @@ def issue_dev_token(
     permissions: list[str] | None = None,
     roles: list[str] | None = None,
     service: str | None = None,
+    org_tags: list[str] | None = None,
     now: float | None = None,
 ) -> str:
     """An HS256 token for development and tests, signed with the gateway's dev secret."""
@@ -294,4 +298,6 @@ def issue_dev_token(
         claims["roles"] = roles
     if service:
         claims["service"] = service
+    if org_tags:
+        claims["org_tags"] = org_tags
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -68,6 +68,32 @@ def _overview_operation() -> dict[str, Any]:
     }
 
 
+def _features_operation() -> dict[str, Any]:
+    groups = ("portal", "admin", "internal")
+    features = {
+        "type": "object",
+        "description": "each route group: true when it is on for this org; new keys may appear",
+        "required": list(groups),
+        "properties": {group: {"type": "boolean"} for group in groups},
+        "additionalProperties": {"type": "boolean"},
+    }
+    answer = {
+        "type": "object",
+        "required": ["orgId", "features"],
+        "properties": {"orgId": {"type": "string"}, "features": features},
+    }
+    return {
+        "get": {
+            "operationId": "Gateway_PortalFeatures",
+            "tags": ["gateway"],
+            "summary": "Which route groups are on for the token's org (answered even when off)",
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": answer}}}
+            },
+        }
+    }
+
+
 def _context_operation() -> dict[str, Any]:
     return {
         "get": {
@@ -82,10 +108,13 @@ def _context_operation() -> dict[str, Any]:
     }
 
 
-def gateway_operations(audit: str, webhook: str, overview: str, context: str) -> dict[str, Any]:
+def gateway_operations(
+    audit: str, webhook: str, overview: str, context: str, features: str
+) -> dict[str, Any]:
     return {
         audit: _audit_operation(),
         webhook: _webhook_operation(),
         overview: _overview_operation(),
         context: _context_operation(),
+        features: _features_operation(),
     }

@@ -186,6 +186,7 @@ def _dev_token(args: argparse.Namespace) -> int:
             permissions=args.permission,
             roles=args.role,
             service=args.service,
+            org_tags=args.org_tag,
         )
     )
     return 0
@@ -220,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--permission", action="append", help="e.g. organization:billing")
     token.add_argument("--role", action="append", help="billing_admin or billing_support")
     token.add_argument("--service", help="service claim (internal tokens)")
+    token.add_argument(
+        "--org-tag", action="append", help="org_tags claim: a cohort tag of the org, e.g. beta"
+    )
     token.add_argument("--subject", help="sub claim (default dev-user or service:<name>)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token.set_defaults(func=_dev_token)

@@ -178,9 +178,14 @@ class GatewaySettings(CommonSettings):
     payments_addr: str = f"127.0.0.1:{DEFAULT_GRPC_PORTS['payments']}"
     grpc_deadline_seconds: float = Field(default=5.0, gt=0)
     health_deadline_seconds: float = Field(default=1.0, gt=0)
-    portal_billing_enabled: bool = True
-    admin_billing_enabled: bool = True
-    internal_billing_enabled: bool = True
+    # true, false, or a cohort such as "tags:internal;orgs:org_a" (gateway/flags.py
+    # parses and checks them at start-up; the kit only carries the text).
+    # left_to_right: a boolean spelling (true, 0, off...) stays a bool as before.
+    portal_billing_enabled: bool | str = Field(default=True, union_mode="left_to_right")
+    admin_billing_enabled: bool | str = Field(default=True, union_mode="left_to_right")
+    internal_billing_enabled: bool | str = Field(default=True, union_mode="left_to_right")
+    # Which orgs carry which cohort tag: "internal:org_a,org_b;beta:org_c".
+    org_tags: str = ""
     # `dev` (make run, tally dev up) or `production`. Read from TALLY_PROFILE only:
     # an alias is not prefixed, so GATEWAY_TALLY_PROFILE is not a second spelling.
     profile: Literal["dev", "production"] = Field(default="dev", validation_alias="tally_profile")

@@ -43,6 +43,7 @@ def token(
     permissions: list[str] | None = None,
     roles: list[str] | None = None,
     service: str | None = None,
+    org_tags: list[str] | None = None,
     ttl: int = 3600,  # module-level tokens must outlive a long session before use
     now: float | None = None,
 ) -> str:
@@ -56,6 +57,7 @@ def token(
         permissions=permissions,
         roles=roles,
         service=service,
+        org_tags=org_tags,
         now=now,
     )
 
