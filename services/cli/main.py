@@ -65,10 +65,11 @@ def _close_periods(args: argparse.Namespace) -> int:
 
     from services.kit.addresses import service_address
     from services.kit.protoconv import to_timestamp
+    from services.kit.rpc.actor import cli_channel
 
     address = service_address("subscriptions")
     request = subscriptions_pb2.ClosePeriodsRequest(now=to_timestamp(args.now))
-    with grpc.insecure_channel(address) as channel:
+    with cli_channel(address) as channel:
         stub = subscriptions_pb2_grpc.SubscriptionsServiceStub(channel)
         try:
             reply = stub.ClosePeriods(request, timeout=args.timeout)

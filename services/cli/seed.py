@@ -33,6 +33,7 @@ from tally.usage.v1 import resources_pb2 as usage
 from tally.usage.v1 import usage_pb2, usage_pb2_grpc
 
 from services.kit.protoconv import to_timestamp
+from services.kit.rpc.actor import cli_aio_channel
 
 DEADLINE = 10.0
 # Rejections that only mean "usage has not applied the catalog or
@@ -462,7 +463,7 @@ SEEDED_SERVICES = ("catalog", "subscriptions", "usage", "invoicing", "payments")
 
 async def seed(addresses: dict[str, str], now: datetime | None = None) -> Seeded:
     """Seed the suite reachable at ``addresses`` (service name -> host:port)."""
-    channels = {s: grpc.aio.insecure_channel(addresses[s]) for s in SEEDED_SERVICES}
+    channels = {s: cli_aio_channel(addresses[s]) for s in SEEDED_SERVICES}
     try:
         return await DemoSeeder(channels, now or datetime.now(UTC)).run()
     finally:

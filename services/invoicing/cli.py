@@ -33,6 +33,7 @@ def run_billing(args: argparse.Namespace) -> int:
     from tally.invoicing.v1 import invoicing_pb2, invoicing_pb2_grpc
 
     from services.kit.protoconv import to_timestamp
+    from services.kit.rpc.actor import cli_channel
 
     address = service_address("invoicing", args.address)
     request = invoicing_pb2.RunBillingRequest(
@@ -41,7 +42,7 @@ def run_billing(args: argparse.Namespace) -> int:
         period_start_time=to_timestamp(args.period_start),
         request_id=str(uuid.uuid4()),
     )
-    with grpc.insecure_channel(address) as channel:
+    with cli_channel(address) as channel:
         try:
             reply = invoicing_pb2_grpc.InvoicingServiceStub(channel).RunBilling(
                 request, timeout=args.timeout

@@ -9,6 +9,7 @@ replays the stored answer instead of applying the change twice.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -17,11 +18,13 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.kit.errors import InvalidArgument
+from services.kit.audit import AuditLog
+from services.kit.errors import InvalidArgument, TallyError
 from services.kit.uow import UnitOfWork
 
 R = TypeVar("R", bound=Message)
 U = TypeVar("U", bound=UnitOfWork)
+log = logging.getLogger(__name__)
 
 
 def fingerprint(request: Message) -> str:
@@ -34,8 +37,11 @@ def fingerprint(request: Message) -> str:
 
 
 class RequestLog:
-    def __init__(self, table: Table) -> None:
+    """The mutating requests a service served: answers to replay, and their audit trail."""
+
+    def __init__(self, table: Table, audit: AuditLog | None = None) -> None:
         self.table = table
+        self.audit = audit
 
     async def lookup(
         self, session: AsyncSession, method: str, request_id: str, request_hash: str
@@ -85,23 +91,50 @@ async def run_mutation(
     request: Message,
     response_type: type[R],
     work: Callable[[U], Awaitable[R]],
+    *,
+    audited: bool = True,
 ) -> R:
     """Run ``work`` in one transaction and commit; replay when ``request_id`` repeats.
 
-    ``work`` must not commit: the change, its outbox events and the stored
-    response commit together here.
+    ``work`` must not commit: the change, its outbox events, the stored
+    response and its audit entry commit together here. A replay writes no
+    entry; a refusal (``work`` raised a ``TallyError``) is recorded apart,
+    since its own transaction rolls back. ``audited=False`` is for data on
+    the hot path (usage events), not for mutations of state.
     """
     request_id: str = getattr(request, "request_id", "")
-    async with uow_factory() as uow:
-        request_hash = fingerprint(request)
-        if request_id:
-            stored = await requests.lookup(uow.session, method, request_id, request_hash)
-            if stored is not None:
-                return response_type.FromString(stored)
-        response = await work(uow)
-        if request_id:
-            await requests.remember(
-                uow.session, method, request_id, request_hash, response.SerializeToString()
-            )
-        await uow.commit()
-        return response
+    audit = requests.audit if audited else None
+    try:
+        async with uow_factory() as uow:
+            request_hash = fingerprint(request)
+            if request_id:
+                stored = await requests.lookup(uow.session, method, request_id, request_hash)
+                if stored is not None:
+                    return response_type.FromString(stored)
+            response = await work(uow)
+            if request_id:
+                await requests.remember(
+                    uow.session, method, request_id, request_hash, response.SerializeToString()
+                )
+            if audit is not None:
+                await audit.write(uow.session, audit.entry(method, request, response))
+            await uow.commit()
+            return response
+    except TallyError as refused:
+        if audit is not None:
+            await _record_refusal(audit, uow_factory, method, request, refused)
+        raise
+
+
+async def _record_refusal(
+    audit: AuditLog,
+    uow_factory: Callable[[], UnitOfWork],
+    method: str,
+    request: Message,
+    refused: TallyError,
+) -> None:
+    try:
+        await audit.record_apart(uow_factory, method, request, error=refused)
+    except Exception:
+        # The caller must still get the refusal itself, not this failure.
+        log.exception("audit entry of a refused %s not written", method)

@@ -93,3 +93,21 @@ def kit_tables_v1_downgrade() -> None:
     op.drop_table("idempotent_request", schema=migration_schema())
     op.drop_table("inbox_message", schema=migration_schema())
     op.drop_table("outbox_event", schema=migration_schema())
+
+
+def kit_audit_v1_upgrade() -> None:
+    """Create the audit trail table (kit audit version 1), in each service's own revision."""
+    from alembic import op
+
+    from services.kit.db import make_metadata
+    from services.kit.tables import audit_table
+
+    # With the naming convention, so the primary key's name is the one the
+    # service's metadata expects.
+    audit_table(make_metadata(migration_schema())).create(op.get_bind())
+
+
+def kit_audit_v1_downgrade() -> None:
+    from alembic import op
+
+    op.drop_table("audit_entry", schema=migration_schema())

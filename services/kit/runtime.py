@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import MetaData, text
 from starlette.routing import BaseRoute
 
+from services.kit import audit
 from services.kit.bus import EventBus
 from services.kit.consumer import EventConsumer, Inbox, Subscription
 from services.kit.db import Database, redact
@@ -166,7 +167,11 @@ class ServiceRuntime:
             batch_size=s.outbox_batch_size,
             poll_seconds=s.outbox_poll_seconds,
         )
-        requests = RequestLog(self.spec.metadata.tables[f"{self.spec.name}.idempotent_request"])
+        tables = self.spec.metadata.tables
+        requests = RequestLog(
+            tables[f"{self.spec.name}.idempotent_request"],
+            audit=audit.AuditLog(tables[f"{self.spec.name}.audit_entry"], self.spec.name),
+        )
         ctx = ServiceContext(s, database, bus, outbox, inbox, relay, requests)
         self.context = ctx
         try:
@@ -222,6 +227,9 @@ class ServiceRuntime:
             ],
         )
         self._service_names = list(self.spec.register(server, ctx))
+        if ctx.requests.audit is not None:
+            # Every service serves its own trail; the gateway merges them.
+            self._service_names.append(audit.register(server, ctx.database, ctx.requests.audit))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [

@@ -16,7 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -73,12 +73,40 @@ def request_table(metadata: MetaData) -> Table:
     )
 
 
+def audit_table(metadata: MetaData) -> Table:
+    """Every mutating RPC a service committed or refused (services/kit/audit.py).
+
+    ``entry_id`` is a UUID, so (create_time, entry_id) orders entries across
+    every service's table alike and one cursor pages them all (the uuid type
+    compares by bytes, as its canonical text does in Python, where text would
+    follow the database's collation). Btree indexes scan backwards, so the
+    ascending ones serve newest-first pages.
+    """
+    return Table(
+        "audit_entry",
+        metadata,
+        Column("entry_id", UUID(as_uuid=False), primary_key=True),
+        Column("create_time", DateTime(timezone=True), nullable=False),
+        Column("actor", Text, nullable=False),
+        Column("actor_role", Text, nullable=False, server_default=""),
+        Column("org_id", Text, nullable=False, server_default=""),
+        Column("action", Text, nullable=False),
+        Column("target", Text, nullable=False, server_default=""),
+        Column("request_id", Text, nullable=False, server_default=""),
+        Column("outcome", Text, nullable=False),
+        Column("status_code", Text, nullable=False),
+        Index("ix_audit_entry_newest", "create_time", "entry_id"),
+        Index("ix_audit_entry_org", "org_id", "create_time", "entry_id"),
+    )
+
+
 def service_metadata(schema: str) -> MetaData:
-    """A service's metadata, born with the kit's outbox and inbox tables."""
+    """A service's metadata, born with the kit's outbox, inbox, request and audit tables."""
     from services.kit.db import make_metadata
 
     metadata = make_metadata(schema)
     outbox_table(metadata)
     inbox_table(metadata)
     request_table(metadata)
+    audit_table(metadata)
     return metadata

@@ -33,12 +33,13 @@ def sync_payments(args: argparse.Namespace) -> int:
     from tally.payments.v1 import payments_pb2, payments_pb2_grpc
 
     from services.kit.protoconv import to_timestamp
+    from services.kit.rpc.actor import cli_channel
 
     address = service_address("payments", args.address)
     request = payments_pb2.SyncPaymentsRequest(
         request_id=str(uuid.uuid4()), since_time=to_timestamp(args.since)
     )
-    with grpc.insecure_channel(address) as channel:
+    with cli_channel(address) as channel:
         try:
             reply = payments_pb2_grpc.PaymentsServiceStub(channel).SyncPayments(
                 request, timeout=args.timeout

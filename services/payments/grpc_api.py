@@ -353,12 +353,19 @@ class PaymentsApi(payments_pb2_grpc.PaymentsServiceServicer):  # type: ignore[mi
     ) -> api.SyncPaymentsResponse:
         since = from_timestamp(request.since_time, present=request.HasField("since_time"))
         result = await self.collector.sync(since)
-        return api.SyncPaymentsResponse(
+        response = api.SyncPaymentsResponse(
             checked_count=result.checked,
             updated_count=result.updated,
             updated_payment_ids=result.payment_ids,
             synced_until_time=to_timestamp(result.synced_until),
         )
+        if self.ctx.requests.audit is not None:
+            # A sync applies provider events in many transactions of their
+            # own (not through run_mutation): its entry says who ran it.
+            await self.ctx.requests.audit.record_apart(
+                self.make_uow, "SyncPayments", request, response
+            )
+        return response
 
 
 def registrar(

@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tally.usage.v1 import resources_pb2, usage_pb2, usage_pb2_grpc
 
 from services.kit.cliargs import parse_instant
+from services.kit.rpc.actor import cli_channel
 
 BATCH = 1000
 
@@ -133,7 +134,7 @@ def import_file(
     """Send the file in batches; each batch is retried whole on UNAVAILABLE."""
     report = ImportReport(reasons={})
     reasons: dict[str, int] = {}
-    with grpc.insecure_channel(address) as channel:
+    with cli_channel(address) as channel:
         stub = usage_pb2_grpc.UsageServiceStub(channel)
         batch: list[resources_pb2.UsageEvent] = []
 
@@ -196,7 +197,7 @@ def backfill(
     )
     request.start_time.FromDatetime(start)
     request.end_time.FromDatetime(end)
-    with grpc.insecure_channel(address) as channel:
+    with cli_channel(address) as channel:
         reply: usage_pb2.BackfillUsageResponse = usage_pb2_grpc.UsageServiceStub(
             channel
         ).BackfillUsage(request, timeout=timeout)

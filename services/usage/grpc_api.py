@@ -114,6 +114,9 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
                     request,
                     usage_pb2.RecordUsageBatchResponse,
                     work,
+                    # Usage events are data on the hot path, not changes of
+                    # state anyone decided: no audit entry per batch.
+                    audited=False,
                 )
                 break
             except Exception as exc:

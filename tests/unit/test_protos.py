@@ -36,7 +36,11 @@ SERVICES = {
     "tally.usage.v1.UsageService": "tally.usage.v1.usage_pb2",
     "tally.invoicing.v1.InvoicingService": "tally.invoicing.v1.invoicing_pb2",
     "tally.payments.v1.PaymentsService": "tally.payments.v1.payments_pb2",
+    "tally.audit.v1.AuditService": "tally.audit.v1.audit_pb2",
 }
+# Served by every service's process; the gateway merges the five itself
+# (GET /super-admin/billing/v1/audit), so no binding routes it to one service.
+UNROUTED = {"tally.audit.v1.AuditService"}
 EVENT_FILES = {
     "catalog_events": "tally.catalog.",
     "subscriptions_events": "tally.subscriptions.",
@@ -96,6 +100,7 @@ def _methods() -> list[MethodDescriptor]:
 
 
 METHODS = _methods()
+ROUTED = [m for m in METHODS if m.containing_service.full_name not in UNROUTED]
 
 
 def _rules(method: MethodDescriptor) -> list[http_pb2.HttpRule]:
@@ -131,7 +136,7 @@ def test_every_service_is_importable_with_its_stub() -> None:
     assert declared == set(SERVICES), "one service per package, and only these"
 
 
-@pytest.mark.parametrize("method", METHODS, ids=_ids(METHODS))
+@pytest.mark.parametrize("method", ROUTED, ids=_ids(ROUTED))
 def test_rpc_has_http_rules_under_the_route_groups(method: MethodDescriptor) -> None:
     options = method.GetOptions()
     assert options.HasExtension(annotations_pb2.http), "every RPC needs google.api.http"
@@ -164,7 +169,7 @@ def test_rpc_has_http_rules_under_the_route_groups(method: MethodDescriptor) -> 
 
 def test_http_routes_are_unique() -> None:
     seen: dict[tuple[str, str], str] = {}
-    for method in METHODS:
+    for method in ROUTED:
         for rule in _rules(method):
             verb, path = _verb_and_path(rule)
             template = re.sub(r"{[^}]+}", "{}", path)
@@ -369,7 +374,7 @@ def _portal_request_fields() -> Iterator[FieldDescriptor]:
             if field.message_type is not None:
                 yield from walk(field.message_type)
 
-    for method in METHODS:
+    for method in ROUTED:
         if any(_verb_and_path(r)[1].startswith("/portal/") for r in _rules(method)):
             yield from walk(method.input_type)
 

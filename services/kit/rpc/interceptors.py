@@ -22,6 +22,7 @@ from grpc.aio import ServicerContext
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 
+from services.kit.audit import Call, current_call
 from services.kit.errors import TallyError
 from services.kit.rpc.status import code_for, internal_status, to_status
 from services.kit.rpc.translate import translate
@@ -136,7 +137,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, ServicerContext], Awaitable[Any]]:
         async def wrapped(request: Any, context: ServicerContext) -> Any:
             started = time.perf_counter()
-            self._begin(request, context)
+            self._begin(method, request, context)
             try:
                 response = await behavior(request, context)
             except Exception as raised:
@@ -155,7 +156,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Any, ServicerContext], AsyncIterator[Any]]:
         async def wrapped(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            self._begin(request, context)
+            self._begin(method, request, context)
             try:
                 async for response in behavior(request, context):
                     yield response
@@ -169,9 +170,10 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return wrapped
 
-    def _begin(self, request: Any, context: ServicerContext) -> None:
-        # Each call runs in its own task, so the context variable is the call's.
+    def _begin(self, method: str, request: Any, context: ServicerContext) -> None:
+        # Each call runs in its own task, so the context variables are the call's.
         request_id_var.set(_request_id(request, context))
+        current_call.set(Call(method, context))  # who asks, read only if audited
         trace.get_current_span().set_attribute("tally.service", self.service)
 
     def _measure(self, method: str, code: str, started: float) -> None:
