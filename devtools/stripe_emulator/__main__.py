@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
+from pathlib import Path
 
 from devtools.stripe_emulator.emulator import (
     DEFAULT_API_KEY,
     DEFAULT_WEBHOOK_SECRET,
     StripeEmulator,
 )
+from devtools.stripe_emulator.persistence import StateFileError
 
 
 def _parse() -> argparse.Namespace:
@@ -26,6 +29,12 @@ def _parse() -> argparse.Namespace:
         default=None,
         help="seconds before a confirmed PaymentIntent settles (default: at once)",
     )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=None,
+        help="keep the account in this JSON file across restarts (default: in memory only)",
+    )
     return parser.parse_args()
 
 
@@ -36,6 +45,7 @@ async def _serve(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         host=args.host,
         port=args.port,
+        state_file=args.state_file,
     )
     emulator.processing_delay = args.processing_delay
     stop = asyncio.Event()
@@ -51,7 +61,10 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    asyncio.run(_serve(_parse()))
+    try:
+        asyncio.run(_serve(_parse()))
+    except StateFileError as exc:
+        sys.exit(f"stripe emulator: error: {exc}")
 
 
 if __name__ == "__main__":

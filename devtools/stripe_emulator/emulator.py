@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import Callable, Generator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -13,6 +14,7 @@ import stripe
 import uvicorn
 
 from devtools.stripe_emulator import webhooks
+from devtools.stripe_emulator.persistence import StateFile
 from devtools.stripe_emulator.server import Api, build_app
 from devtools.stripe_emulator.state import Store
 
@@ -32,6 +34,13 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class StripeEmulator:
+    """The emulated account, in memory unless ``state_file`` names where it is kept.
+
+    With a state file the account is loaded by :meth:`start` (raising
+    ``StateFileError`` when the file is unreadable) and written after every
+    change; without one nothing touches the disk.
+    """
+
     def __init__(
         self,
         webhook_url: str | None = None,
@@ -39,6 +48,7 @@ class StripeEmulator:
         api_key: str = DEFAULT_API_KEY,
         host: str = "127.0.0.1",
         port: int = 0,
+        state_file: Path | None = None,
     ) -> None:
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
@@ -52,6 +62,9 @@ class StripeEmulator:
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        self._state = StateFile(state_file) if state_file is not None else None
+        if self._state is not None:
+            self._api.after_post = self._save
 
     # -- life cycle -------------------------------------------------------------
 
@@ -60,6 +73,7 @@ class StripeEmulator:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
+        self._load()
         await self._sender.start()
         config = uvicorn.Config(
             build_app(self._api),
@@ -145,9 +159,20 @@ class StripeEmulator:
         def fire() -> None:
             self._timers.discard(timer)
             callback()
+            self._save()
 
         timer = loop.call_later(delay, fire)
         self._timers.add(timer)
+
+    def _load(self) -> None:
+        saved = self._state.load() if self._state is not None else None
+        if saved is not None:
+            self._store.restore(saved.account)
+            self._api.idempotency.restore(saved.idempotency)
+
+    def _save(self) -> None:
+        if self._state is not None:
+            self._state.save(self._store.snapshot(), self._api.idempotency.responses())
 
     # -- test controls ----------------------------------------------------------
 
@@ -159,6 +184,7 @@ class StripeEmulator:
     def expire_idempotency_keys(self) -> None:
         """What Stripe does to keys 24 hours old: the same key now makes a new object."""
         self._api.idempotency.forget_all()
+        self._save()
 
     async def wait_for_deliveries(self, timeout: float = 10) -> None:
         await self._sender.wait_idle(timeout)
@@ -171,4 +197,6 @@ class StripeEmulator:
     async def create_dispute(
         self, payment_intent_id: str, amount: int | None = None
     ) -> dict[str, Any]:
-        return copy.deepcopy(self._store.create_dispute(payment_intent_id, amount))
+        dispute = copy.deepcopy(self._store.create_dispute(payment_intent_id, amount))
+        self._save()
+        return dispute

@@ -43,6 +43,12 @@ class IdempotencyStore:
     def save(self, key: str, response: StoredResponse) -> None:
         self._responses[key] = response
 
+    def responses(self) -> dict[str, StoredResponse]:
+        return dict(self._responses)
+
+    def restore(self, responses: dict[str, StoredResponse]) -> None:
+        self._responses = dict(responses)
+
     def forget_all(self) -> None:
         """Stripe prunes keys once they are at least 24 hours old; tests stage that here."""
         self._responses.clear()

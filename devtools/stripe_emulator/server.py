@@ -32,6 +32,8 @@ class Api:
         self.api_key = api_key
         self.idempotency = IdempotencyStore()
         self.requests: list[tuple[str, str, str | None]] = []
+        # Runs after each POST's response is made (and stored for its key), before it is sent.
+        self.after_post: Callable[[], None] = lambda: None
 
 
 def _encode(payload: Any) -> bytes:
@@ -66,7 +68,19 @@ def _expand(store: Store, obj: Any, path: list[str]) -> None:
 
 
 def _endpoint(api: Api, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    respond = _responder(api, handler)
+
     async def endpoint(request: Request) -> Response:
+        response = await respond(request)
+        if request.method == "POST":
+            api.after_post()
+        return response
+
+    return endpoint
+
+
+def _responder(api: Api, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def respond(request: Request) -> Response:
         request_id = new_id("req")[:18]
         method = request.method
         path = request.url.path
@@ -117,7 +131,7 @@ def _endpoint(api: Api, handler: Handler) -> Callable[[Request], Awaitable[Respo
             api.idempotency.save(key, StoredResponse(print_, status, body, request_id))
         return _raw(status, body, request_id)
 
-    return endpoint
+    return respond
 
 
 def _not_found(request: Request) -> Response:

@@ -11,6 +11,7 @@ import copy
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from devtools.stripe_emulator import params as p
@@ -44,6 +45,15 @@ def _now() -> int:
     return int(time.time())
 
 
+@dataclass(frozen=True)
+class Account:
+    """What the account holds, in creation order (lists are newest first by reversing it)."""
+
+    objects: dict[str, Obj]
+    events: list[Obj]
+    cards: dict[str, TestCard]
+
+
 class Store:
     def __init__(
         self,
@@ -60,6 +70,15 @@ class Store:
         self.cards: dict[str, TestCard] = {}
         # The request an event is attributed to; None for what happens later on its own.
         self.request: Obj = {"id": None, "idempotency_key": None}
+
+    def snapshot(self) -> Account:
+        """The live account, not a copy: encode it before the next request changes it."""
+        return Account(self.objects, self.events, self.cards)
+
+    def restore(self, account: Account) -> None:
+        self.objects = dict(account.objects)
+        self.events = list(account.events)
+        self.cards = dict(account.cards)
 
     # -- plumbing ---------------------------------------------------------
 

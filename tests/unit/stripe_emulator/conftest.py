@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,23 @@ def client_for(emu: StripeEmulator, api_key: str = DEFAULT_API_KEY) -> stripe.St
     )
 
 
+async def customer_with_card(client: stripe.StripeClient, token: str) -> tuple[str, str]:
+    """A new customer and the payment method a SetupIntent attached to it from ``token``."""
+    customer = await client.v1.customers.create_async(params={"email": "a@example.com"})
+    seti = await client.v1.setup_intents.create_async(
+        params={
+            "customer": customer.id,
+            "usage": "off_session",
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "payment_method": token,
+        }
+    )
+    assert seti.status == "succeeded"
+    assert isinstance(seti.payment_method, str)
+    return customer.id, seti.payment_method
+
+
 @pytest.fixture
 async def emu() -> AsyncIterator[StripeEmulator]:
     async with StripeEmulator() as emulator:
@@ -75,13 +93,22 @@ def client(emu: StripeEmulator) -> stripe.StripeClient:
     return client_for(emu)
 
 
-@pytest.fixture
-async def receiver(emu: StripeEmulator) -> AsyncIterator[Receiver]:
+@contextlib.asynccontextmanager
+async def receiving(emu: StripeEmulator) -> AsyncIterator[Receiver]:
+    """A receiver listening, with ``emu`` sending its webhooks to it."""
     receiver = Receiver(secret=emu.webhook_secret)
     app = Starlette(routes=[Route("/webhooks/stripe", receiver.handle, methods=["POST"])])
     endpoint = HttpEndpoint("receiver", app, "127.0.0.1", 0)
     await endpoint.start()
     receiver.url = f"http://127.0.0.1:{endpoint.port}/webhooks/stripe"
     emu.webhook_url = receiver.url
-    yield receiver
-    await endpoint.stop()
+    try:
+        yield receiver
+    finally:
+        await endpoint.stop()
+
+
+@pytest.fixture
+async def receiver(emu: StripeEmulator) -> AsyncIterator[Receiver]:
+    async with receiving(emu) as receiver:
+        yield receiver

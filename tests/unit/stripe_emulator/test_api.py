@@ -10,23 +10,7 @@ import pytest
 import stripe
 
 from devtools.stripe_emulator import DEFAULT_API_KEY, StripeEmulator
-from tests.unit.stripe_emulator.conftest import client_for
-
-
-async def _customer_with_card(client: stripe.StripeClient, token: str) -> tuple[str, str]:
-    customer = await client.v1.customers.create_async(params={"email": "a@example.com"})
-    seti = await client.v1.setup_intents.create_async(
-        params={
-            "customer": customer.id,
-            "usage": "off_session",
-            "payment_method_types": ["card"],
-            "confirm": True,
-            "payment_method": token,
-        }
-    )
-    assert seti.status == "succeeded"
-    assert isinstance(seti.payment_method, str)
-    return customer.id, seti.payment_method
+from tests.unit.stripe_emulator.conftest import client_for, customer_with_card
 
 
 async def _charge(client: stripe.StripeClient, **params: Any) -> stripe.PaymentIntent:
@@ -93,7 +77,7 @@ async def test_customer_setup_intent_attach_and_default_with_the_sync_client(
 async def test_a_good_card_succeeds_with_a_charge(
     emu: StripeEmulator, client: stripe.StripeClient
 ) -> None:
-    customer, pm = await _customer_with_card(client, "pm_card_visa")
+    customer, pm = await customer_with_card(client, "pm_card_visa")
     pi = await _charge(
         client,
         customer=customer,
@@ -119,7 +103,7 @@ async def test_a_good_card_succeeds_with_a_charge(
 async def test_a_declined_card_raises_card_error_and_can_be_retried(
     emu: StripeEmulator, client: stripe.StripeClient
 ) -> None:
-    customer, pm = await _customer_with_card(client, "pm_card_chargeDeclined")
+    customer, pm = await customer_with_card(client, "pm_card_chargeDeclined")
     with pytest.raises(stripe.CardError) as caught:
         await _charge(client, customer=customer, payment_method=pm, off_session=True)
     error = caught.value
@@ -147,7 +131,7 @@ async def test_a_declined_card_raises_card_error_and_can_be_retried(
 async def test_authentication_required_off_session_is_a_card_error(
     emu: StripeEmulator, client: stripe.StripeClient
 ) -> None:
-    customer, pm = await _customer_with_card(client, "pm_card_authenticationRequired")
+    customer, pm = await customer_with_card(client, "pm_card_authenticationRequired")
     with pytest.raises(stripe.CardError) as caught:
         await _charge(client, customer=customer, payment_method=pm, off_session=True)
     assert caught.value.code == "authentication_required"
