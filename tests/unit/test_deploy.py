@@ -16,6 +16,7 @@ from unittest import mock
 import pytest
 
 from gateway.auth import TokenVerifier
+from gateway.flags import GROUPS, Cohort, Flags
 from services.cli.main import build_parser
 from services.kit.addresses import service_address
 from services.kit.settings import (
@@ -141,8 +142,28 @@ def test_env_example_loads_into_every_settings_class() -> None:
     with mock.patch.dict(os.environ, env, clear=True):
         gateway = load_settings(GatewaySettings)
     assert gateway.profile == "production"
-    assert gateway.portal_billing_enabled and gateway.admin_billing_enabled
     TokenVerifier(gateway)  # refuses a production profile with no key source
+
+
+def _shipped_flags(env: dict[str, str]) -> Flags:
+    with mock.patch.dict(os.environ, env, clear=True):
+        return Flags.from_settings(load_settings(GatewaySettings))  # a bad value raises
+
+
+def test_shipped_flags_open_the_groups_to_internal_tenants_only() -> None:
+    # docs/runbooks/rollout.md: internal tenants, then beta, then everyone.
+    (config,) = [d for _, d in k8s_documents() if d["kind"] == "ConfigMap"]
+    internal_only = Cohort(tags=frozenset({"internal"}))
+    for shipped in (env_example(), config["data"]):
+        flags = _shipped_flags(shipped)
+        assert {g: flags.cohorts[g] for g in GROUPS} == dict.fromkeys(GROUPS, internal_only)
+        assert flags.org_tags == {"org_change_me": frozenset({"internal"})}
+        assert flags.features("org_change_me", frozenset()) == dict.fromkeys(GROUPS, True)
+        assert flags.features("org_customer", frozenset()) == dict.fromkeys(GROUPS, False)
+    # Compose without a value for a flag: the group stays off.
+    environment = compose().raw["services"]["gateway"]["environment"]
+    for group in GROUPS:
+        assert environment[f"GATEWAY_{group.upper()}_BILLING_ENABLED"].endswith(":-false}")
 
 
 def test_every_tally_process_has_its_container_and_migrate_job() -> None:
