@@ -28,6 +28,8 @@ def _banner(suite: Suite, demo: str) -> str:
     lines += [
         "",
         f"  logs: {suite.log_dir}/<process>.log",
+        f"  features: {suite.gateway_url}/portal/billing/v1/features (what an org sees; a"
+        " portal token: tally dev token --org org_demo --permission organization:billing)",
         f"  demo data: {demo}",
         "  Ctrl-C stops everything.",
         "",
