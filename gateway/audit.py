@@ -1,106 +1,135 @@
-"""The audit log of admin mutations.
+"""``GET /super-admin/billing/v1/audit``: the services' audit trails, merged.
 
-Durable as append-only JSON lines (one file per UTC day) under
-``GATEWAY_AUDIT_DIR``: the gateway owns no database today, and a line is
-written and flushed before the response leaves. The newest entries are also
-kept in memory for ``GET /super-admin/billing/v1/audit``; at start-up the
-memory ring is refilled from the files, so a restart loses no history there.
-A later issue can move this to a gateway-owned PostgreSQL table (same fields)
-with real queries and retention.
+The gateway keeps no audit data of its own. Each service records its
+mutations in its own ``audit_entry`` table (services/kit/audit.py) and serves
+``tally.audit.v1.AuditService``; this asks every service (or those named by
+``service=``) for one page with the same filters, merges the answers newest
+first and keeps ``page_size``. The next page token is the position after the
+last entry kept: the services' own token format, which means the same in each
+of them because entry ids are UUIDs ordered alike everywhere, so every entry
+comes exactly once across pages whatever the replicas or services.
+
+A service that cannot answer fails the whole page (503 ``AUDIT_UNAVAILABLE``
+naming it): a page without it would move the position past its entries.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-from collections import deque
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import grpc
+from google.protobuf import json_format
+from tally.audit.v1 import audit_pb2
 
-@dataclass(frozen=True)
-class AuditEntry:
-    time: str  # RFC 3339, UTC
-    actor: str  # the token's subject
-    role: str  # billing_admin / billing_support
-    action: str  # the RPC: tally.catalog.v1.CatalogService.CreateMetric
-    method: str  # POST, PATCH, ...
-    target: str  # the request path
-    request_id: str
-    status: int  # the HTTP status answered
-    outcome: str  # "ok" or the problem reason
+from gateway import problems, transcoding
+from gateway.descriptors import HttpBinding
+from gateway.problems import Problem
+from services.kit.audit import newest_first_key, page_token_after
+from services.kit.errors import InvalidArgument
+from services.kit.pagination import page_size
+
+SERVICE_PARAMETER = "service"
+# What a service that cannot answer looks like; anything else is the caller's
+# problem (a bad page token) and answered as the service said it.
+_AWAY = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED,
+)
+
+_LIST = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].methods_by_name["ListAuditEntries"]
 
 
-class AuditLog:
-    def __init__(self, directory: str | None, memory_entries: int) -> None:
-        self._dir = Path(directory) if directory else None
-        self._recent: deque[AuditEntry] = deque(maxlen=memory_entries)
-        self._lock = asyncio.Lock()
-        if self._dir is not None:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            self._recent.extend(self._load(memory_entries))
+def split_services(
+    query: Iterable[tuple[str, str]], known: Sequence[str]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The services asked for (all when none is named) and the other parameters."""
+    named: list[str] = []
+    rest: list[tuple[str, str]] = []
+    for key, value in query:
+        if key != SERVICE_PARAMETER:
+            rest.append((key, value))
+        elif value not in known:
+            raise problems.invalid(SERVICE_PARAMETER, f"is one of {', '.join(known)}")
+        elif value not in named:
+            named.append(value)
+    return named or list(known), rest
 
-    def _load(self, limit: int) -> list[AuditEntry]:
-        assert self._dir is not None
-        entries: deque[AuditEntry] = deque(maxlen=limit)
-        for path in sorted(self._dir.glob("audit-*.jsonl")):
-            for line in path.read_text().splitlines():
-                try:
-                    entries.append(AuditEntry(**json.loads(line)))
-                except (ValueError, TypeError):
-                    continue  # a torn last line after a crash is skipped, not fatal
-        return list(entries)
 
-    def _append(self, entry: AuditEntry) -> None:
-        assert self._dir is not None
-        path = self._dir / f"audit-{entry.time[:10]}.jsonl"
-        line = json.dumps(asdict(entry), separators=(",", ":")) + "\n"
-        # O_APPEND: each line lands whole at the end, even with several writers.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+def merge(
+    replies: Sequence[audit_pb2.ListAuditEntriesResponse],
+    request: audit_pb2.ListAuditEntriesRequest,
+    size: int,
+) -> audit_pb2.ListAuditEntriesResponse:
+    """One newest-first page of ``size`` from every service's page of ``size``."""
+    entries = sorted(
+        (e for reply in replies for e in reply.entries), key=newest_first_key, reverse=True
+    )
+    # A service with more than it sent sent ``size``, so the merge has at least that.
+    more = len(entries) > size or any(reply.next_page_token for reply in replies)
+    kept = entries[:size]
+    return audit_pb2.ListAuditEntriesResponse(
+        entries=kept,
+        next_page_token=page_token_after(kept[-1], request) if more and kept else "",
+    )
+
+
+class AuditReader:
+    def __init__(
+        self, channels: Mapping[str, grpc.aio.Channel], deadline_seconds: float, path: str
+    ) -> None:
+        self.channels = channels  # filled by the app's lifespan
+        self.deadline = deadline_seconds
+        # The route the gateway serves it on: query parameters are read as the
+        # transcoder reads any GET's, into the request message.
+        self.route = transcoding.compile_route(HttpBinding("audit", _LIST, "get", path, ""))
+
+    async def page(
+        self, query: Iterable[tuple[str, str]], metadata: Sequence[tuple[str, str]]
+    ) -> dict[str, Any]:
+        services, rest = split_services(query, sorted(self.channels))
+        request = transcoding.build_request(self.route, {}, rest, None)
+        assert isinstance(request, audit_pb2.ListAuditEntriesRequest)
         try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    async def record(self, **fields: Any) -> AuditEntry:
-        entry = AuditEntry(time=datetime.now(UTC).isoformat(timespec="milliseconds"), **fields)
-        async with self._lock:
-            if self._dir is not None:
-                await asyncio.to_thread(self._append, entry)
-            self._recent.append(entry)
-        return entry
-
-    def query(
-        self,
-        *,
-        actor: str | None = None,
-        action: str | None = None,
-        target_prefix: str | None = None,
-        since: str | None = None,
-        limit: int = 100,
-    ) -> list[AuditEntry]:
-        """Newest first, filtered."""
-
-        def keep(e: AuditEntry) -> bool:
-            return (
-                (actor is None or e.actor == actor)
-                and (action is None or e.action == action or e.action.endswith("." + action))
-                and (target_prefix is None or e.target.startswith(target_prefix))
-                and (since is None or e.time >= since)
+            size = page_size(request.page_size)
+        except InvalidArgument as exc:
+            raise problems.invalid("page_size", exc.violations[0].description) from None
+        request.page_size = size
+        answers = await asyncio.gather(
+            *(self._ask(name, request, metadata) for name in services), return_exceptions=True
+        )
+        away: list[str] = []
+        replies: list[audit_pb2.ListAuditEntriesResponse] = []
+        for name, answer in zip(services, answers, strict=True):
+            if isinstance(answer, grpc.aio.AioRpcError):
+                if answer.code() not in _AWAY:
+                    raise problems.from_rpc_error(answer)
+                away.append(name)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                replies.append(answer)
+        if away:
+            raise Problem(
+                503,
+                f"the audit trail of {', '.join(away)} cannot be read now; try again, or"
+                f" leave it out with {SERVICE_PARAMETER}=<service> for the others",
+                "AUDIT_UNAVAILABLE",
             )
+        page = merge(replies, request, size)
+        payload: dict[str, Any] = json_format.MessageToDict(page)
+        payload.setdefault("entries", [])
+        return payload
 
-        result: list[AuditEntry] = []
-        for entry in reversed(self._recent):
-            if keep(entry):
-                result.append(entry)
-                if len(result) >= limit:
-                    break
-        return result
-
-    def entries(self) -> Iterable[AuditEntry]:
-        return tuple(self._recent)
+    async def _ask(
+        self,
+        service: str,
+        request: audit_pb2.ListAuditEntriesRequest,
+        metadata: Sequence[tuple[str, str]],
+    ) -> audit_pb2.ListAuditEntriesResponse:
+        call = transcoding.multicallable(self.channels[service], self.route)
+        reply = await call(request, timeout=self.deadline, metadata=tuple(metadata))
+        assert isinstance(reply, audit_pb2.ListAuditEntriesResponse)
+        return reply

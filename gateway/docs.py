@@ -25,20 +25,24 @@ fetch('/openapi.json').then(r => r.json()).then(doc => {
 
 def _audit_operation() -> dict[str, Any]:
     params = [
-        {"name": n, "in": "query", "required": False, "schema": {"type": t}}
-        for n, t in (
-            ("actor", "string"),
-            ("action", "string"),
-            ("target", "string"),
-            ("since", "string"),
-            ("limit", "integer"),
+        {"name": n, "in": "query", "required": False, "schema": schema}
+        for n, schema in (
+            ("org_id", {"type": "string"}),
+            ("actor", {"type": "string"}),
+            ("action", {"type": "string"}),
+            ("target", {"type": "string"}),
+            ("start_time", {"type": "string", "format": "date-time"}),
+            ("end_time", {"type": "string", "format": "date-time"}),
+            ("page_size", {"type": "integer"}),
+            ("page_token", {"type": "string"}),
+            ("service", {"type": "array", "items": {"type": "string"}}),
         )
     ]
     return {
         "get": {
             "operationId": "Gateway_ListAuditEntries",
             "tags": ["gateway"],
-            "summary": "Admin mutations, newest first",
+            "summary": "Every service's audit trail, merged newest first",
             "parameters": params,
             "responses": {"200": {"description": "OK"}},
         }

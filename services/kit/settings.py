@@ -207,9 +207,6 @@ class GatewaySettings(CommonSettings):
     rate_limit_per_subject: str = "600/minute"
     rate_limit_per_org: str = "1200/minute"
     rate_limit_storage_uri: str = "async+memory://"
-    # Admin audit log: append-only JSON lines here, the newest entries also in memory.
-    audit_dir: str = ".tally/audit"
-    audit_memory_entries: int = Field(default=10_000, ge=1)
     # Where Stripe webhooks are forwarded (the payments service's HTTP port).
     payments_webhook_url: str | None = None
 

@@ -91,7 +91,6 @@ async def test_an_ingested_event_and_its_invoice_share_linked_traces(
         usage_addr=suite.address("usage"),
         invoicing_addr=suite.address("invoicing"),
         payments_addr=nobody,
-        audit_dir="",
     )
     request_id = f"trace-{uuid.uuid4().hex[:8]}"
     event = {"orgId": org, "metricCode": "api_calls", "idempotencyKey": "call-1"}

@@ -115,7 +115,6 @@ async def gateway_over_services(
                     "usage_addr": f"127.0.0.1:{u.port}",
                     "invoicing_addr": nobody,
                     "payments_addr": nobody,
-                    "audit_dir": "",
                     "grpc_deadline_seconds": 3.0,
                     # Fuzzes and sweeps send hundreds of requests.
                     "rate_limit_per_subject": "100000/minute",

@@ -3,7 +3,8 @@
 Admin builds and publishes a package over HTTP, a portal user subscribes, a
 product service records usage and checks an entitlement; errors come back as
 problem documents; a portal token of one org reaches nothing of another
-through any portal route; every admin mutation lands in the audit log.
+through any portal route; every mutation lands in its service's audit trail,
+read back through the gateway.
 Invoicing and payments are pointed at a port nobody listens on (503).
 """
 
@@ -16,7 +17,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ import pytest
 from gateway.descriptors import http_bindings
 from gateway.openapi import openapi_path
 from tests.support.gateway import (
+    RUNNING_SERVICES,
     admin_headers,
     gateway_over_services,
     portal_headers,
@@ -57,21 +58,17 @@ async def eventually(
 
 
 class World:
-    def __init__(self, client: httpx.AsyncClient, audit_dir: Path) -> None:
+    def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
-        self.audit_dir = audit_dir
         self.org_a = f"org_a_{uuid.uuid4().hex[:6]}"
         self.org_b = f"org_b_{uuid.uuid4().hex[:6]}"
         self.ids: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-async def world(
-    database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[World]:
-    audit_dir = tmp_path_factory.mktemp("audit")
-    async with gateway_over_services(database_url, nats_url, audit_dir=str(audit_dir)) as client:
-        yield World(client, audit_dir)
+async def world(database_url: str, nats_url: str) -> AsyncIterator[World]:
+    async with gateway_over_services(database_url, nats_url) as client:
+        yield World(client)
 
 
 async def test_money_path_through_the_gateway(world: World) -> None:
@@ -530,6 +527,16 @@ async def test_portal_tenant_isolation_on_every_route(world: World) -> None:
     )
 
 
+# The services running here; invoicing and payments are away (see RUNNING_SERVICES).
+RUNNING = [("service", name) for name in RUNNING_SERVICES]
+
+
+async def _audit(http: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> Any:
+    answer = await http.get(f"{ADMIN}/audit", params=[*RUNNING, *params.items()], headers=headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 async def test_roles_and_audit_log(world: World) -> None:
     http = world.client
     support = admin_headers(role="billing_support", subject="support-1")
@@ -542,9 +549,11 @@ async def test_roles_and_audit_log(world: World) -> None:
         headers=support,
     )
     assert refused.status_code == 403
-    # A portal token is no admin.
+    # A portal token is no admin, and may not read the trail either.
     as_portal = await http.get(f"{ADMIN}/metrics", headers=portal_headers(world.org_a))
     assert as_portal.status_code == 403
+    peek = await http.get(f"{ADMIN}/audit", params=RUNNING, headers=portal_headers(world.org_a))
+    assert peek.status_code == 403
 
     made = await http.post(
         f"{ADMIN}/metrics",
@@ -559,34 +568,123 @@ async def test_roles_and_audit_log(world: World) -> None:
     )
     assert dup.status_code in (400, 409), dup.text
 
-    log = await http.get(f"{ADMIN}/audit", params={"limit": 1000}, headers=support)
-    assert log.status_code == 200, log.text
-    entries = log.json()["entries"]
-    by_request = {e["request_id"]: e for e in entries}
+    entries = (await _audit(http, support, page_size=1000))["entries"]
+    by_request = {e.get("requestId"): e for e in entries}
     ok = by_request["audit-me-1"]
     assert ok["actor"] == "finance-9"
-    assert ok["role"] == "billing_admin"
+    assert ok["actorRole"] == "billing_admin"
+    assert ok["service"] == "catalog"
     assert ok["action"] == "tally.catalog.v1.CatalogService.CreateMetric"
-    assert ok["target"] == f"{ADMIN}/metrics"
-    assert ok["status"] == 200 and ok["outcome"] == "ok"
-    assert by_request["audit-me-2"]["status"] == dup.status_code
-    assert any(e["actor"] == "support-1" and e["status"] == 403 for e in entries)
-    # Every admin mutation of this module, including the money path's, is there.
+    assert ok["target"] == made.json()["metric"]["metricId"]
+    assert ok["outcome"] == "OK" and ok["statusCode"] == "OK"
+    # Refused by the service: recorded with the reason the caller was given.
+    assert by_request["audit-me-2"]["outcome"] == dup.json()["reason"]
+    assert by_request["audit-me-2"]["statusCode"] != "OK"
+    # Refused by the gateway (403): the service never saw it.
+    assert not any(e["actor"] == "support-1" for e in entries)
+    # Every mutation of this module, whatever its entry: admin's and the portal's.
     actions = {e["action"].rsplit(".", 1)[1] for e in entries}
     assert {"CreateMetric", "UpdateMetric", "CreatePackage", "PublishPackage"} <= actions
-    assert all(e["method"] != "GET" for e in entries)
+    subscribed = [e for e in entries if e.get("target") == world.ids.get("subscription_id")]
+    if subscribed:  # the money path ran first and subscribed org A from the portal
+        first = subscribed[-1]
+        assert first["action"] == "tally.subscriptions.v1.SubscriptionsService.CreateSubscription"
+        assert (first["actor"], first["actorRole"]) == (f"user@{world.org_a}", "portal")
+        assert first["orgId"] == world.org_a
 
-    filtered = await http.get(f"{ADMIN}/audit", params={"actor": "support-1"}, headers=support)
-    assert {e["actor"] for e in filtered.json()["entries"]} == {"support-1"}
+    filtered = (await _audit(http, support, actor="finance-9"))["entries"]
+    assert filtered and {e["actor"] for e in filtered} == {"finance-9"}
 
-    # Durable: the same entries are in the JSON-lines file.
-    lines = [
-        json.loads(line)
-        for path in world.audit_dir.glob("audit-*.jsonl")
-        for line in path.read_text().splitlines()
+    # The trail is incomplete without a service, so a page is refused, never partial.
+    everything = await http.get(f"{ADMIN}/audit", headers=support)
+    assert everything.status_code == 503, everything.text
+    assert everything.json()["reason"] == "AUDIT_UNAVAILABLE"
+    assert "invoicing" in everything.json()["detail"]
+    bad = await http.get(f"{ADMIN}/audit", params={"service": "ledger"}, headers=support)
+    assert bad.status_code == 400 and bad.json()["violations"][0]["field"] == "service"
+
+
+def _newest_first(entries: list[dict[str, Any]]) -> bool:
+    keys = [(datetime.fromisoformat(e["createTime"]), e["entryId"]) for e in entries]
+    return keys == sorted(keys, reverse=True)
+
+
+async def test_audit_pages_across_services(world: World) -> None:
+    http = world.client
+    actor = f"pager-{uuid.uuid4().hex[:8]}"
+    org = f"org_p_{uuid.uuid4().hex[:6]}"
+    admin = admin_headers(subject=actor)
+    code = f"pg_{uuid.uuid4().hex[:8]}"
+
+    async def send(rid: str, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        return await http.request(
+            method, f"{ADMIN}{path}", json=body, headers={**admin, "X-Request-Id": rid}
+        )
+
+    metric = await send(
+        f"{actor}-1",
+        "POST",
+        "/metrics",
+        {"metric": {"code": code, "name": "Pages", "aggregation": "AGGREGATION_COUNT"}},
+    )
+    assert metric.status_code == 200, metric.text
+    metric_id = metric.json()["metric"]["metricId"]
+    renamed = await send(
+        f"{actor}-2",
+        "PATCH",
+        f"/metrics/{metric_id}",
+        {"metric": {"name": "Paged"}, "updateMask": "name"},
+    )
+    assert renamed.status_code == 200, renamed.text
+    archived = await send(f"{actor}-3", "POST", f"/metrics/{metric_id}:archive", {})
+    assert archived.status_code == 200, archived.text
+    # Two refusals in subscriptions, recorded there with the org they named.
+    for n, verb in ((4, "cancel"), (5, "pause")):
+        missing = await send(
+            f"{actor}-{n}", "POST", f"/subscriptions/sub_missing_{n}:{verb}", {"orgId": org}
+        )
+        assert missing.status_code == 404, missing.text
+
+    seen: list[dict[str, Any]] = []
+    pages = 0
+    token = ""
+    while True:
+        params: dict[str, Any] = {"actor": actor, "page_size": 2}
+        if token:
+            params["page_token"] = token
+        page = await _audit(http, admin, **params)
+        pages += 1
+        assert len(page["entries"]) <= 2
+        seen.extend(page["entries"])
+        token = page.get("nextPageToken", "")
+        if not token:
+            break
+        assert pages < 10, "the pages never end"
+    assert pages == 3
+    assert sorted(e["requestId"] for e in seen) == [f"{actor}-{n}" for n in range(1, 6)]
+    assert len({e["entryId"] for e in seen}) == 5
+    assert _newest_first(seen)
+    assert {e["service"] for e in seen} == {"catalog", "subscriptions"}
+    assert all(e["target"] == metric_id for e in seen if e["service"] == "catalog")
+
+    by_org = (await _audit(http, admin, org_id=org))["entries"]
+    assert sorted(e["requestId"] for e in by_org) == [f"{actor}-4", f"{actor}-5"]
+    assert {e["statusCode"] for e in by_org} == {"NOT_FOUND"}
+    assert all(e["outcome"] not in ("", "OK") for e in by_org)
+    by_action = (await _audit(http, admin, actor=actor, action="UpdateMetric"))["entries"]
+    assert [e["requestId"] for e in by_action] == [f"{actor}-2"]
+    full = "tally.subscriptions.v1.SubscriptionsService.PauseSubscription"
+    assert [e["requestId"] for e in (await _audit(http, admin, action=full))["entries"]] == [
+        f"{actor}-5"
     ]
-    assert {"audit-me-1", "audit-me-2"} <= {e["request_id"] for e in lines}
-    assert len(lines) == len(entries)
+    # A token is bound to its filters.
+    first = await _audit(http, admin, actor=actor, page_size=2)
+    other = await http.get(
+        f"{ADMIN}/audit",
+        params=[*RUNNING, ("actor", "someone"), ("page_token", first["nextPageToken"])],
+        headers=admin,
+    )
+    assert other.status_code == 400, other.text
 
 
 async def test_openapi_lists_the_routes(world: World) -> None:

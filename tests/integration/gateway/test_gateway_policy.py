@@ -55,7 +55,7 @@ def routes() -> dict[str, tuple[str, str, dict[str, str]]]:
 @pytest.mark.parametrize("group", ["portal", "admin", "internal"])
 async def test_disabled_group_is_404(group: str) -> None:
     settings = gateway_settings(
-        **nowhere(), audit_dir="", **{f"{group}_billing_enabled": False}, grpc_deadline_seconds=1
+        **nowhere(), **{f"{group}_billing_enabled": False}, grpc_deadline_seconds=1
     )
     async with gateway_client(settings) as http:
         every = routes()
@@ -89,7 +89,7 @@ def _claims(**extra: object) -> dict[str, object]:
 
 
 async def test_bad_tokens_are_401() -> None:
-    settings = gateway_settings(**nowhere(), audit_dir="", grpc_deadline_seconds=1)
+    settings = gateway_settings(**nowhere(), grpc_deadline_seconds=1)
     bad_tokens = {
         "expired": token(
             org="org_a", permissions=["organization:billing"], now=time.time() - 7200, ttl=60
@@ -118,7 +118,6 @@ async def test_bad_tokens_are_401() -> None:
 async def test_rate_limit_per_subject_and_per_org() -> None:
     settings = gateway_settings(
         **nowhere(),
-        audit_dir="",
         rate_limit_per_subject="3/minute",
         rate_limit_per_org="5/minute",
         grpc_deadline_seconds=1,
@@ -145,13 +144,13 @@ async def test_rate_limit_per_subject_and_per_org() -> None:
 
 
 async def test_stripe_webhook_without_payments_is_503() -> None:
-    unconfigured = gateway_settings(**nowhere(), audit_dir="")
+    unconfigured = gateway_settings(**nowhere())
     async with gateway_client(unconfigured) as http:
         r = await http.post("/webhooks/stripe", content=b'{"id":"evt_1"}')
         assert r.status_code == 503
         assert r.json()["reason"] == "PAYMENTS_UNAVAILABLE"
     unreachable = gateway_settings(
-        **nowhere(), audit_dir="", payments_webhook_url=f"http://127.0.0.1:{free_port()}/webhooks"
+        **nowhere(), payments_webhook_url=f"http://127.0.0.1:{free_port()}/webhooks"
     )
     async with gateway_client(unreachable) as http:
         r = await http.post(
@@ -185,7 +184,7 @@ async def test_stripe_webhook_is_forwarded_raw() -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/stripe"
-        settings = gateway_settings(**nowhere(), audit_dir="", payments_webhook_url=url)
+        settings = gateway_settings(**nowhere(), payments_webhook_url=url)
         raw = b'{"id": "evt_1",  "type": "payment_intent.succeeded"}'  # spacing kept
         async with gateway_client(settings) as http:
             r = await http.post(
