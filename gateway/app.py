@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import Span
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -32,7 +33,15 @@ from gateway import cloudevents, health, overview, problems, transcoding, usagec
 from gateway.audit import AuditReader
 from gateway.auth import Authorizer, Principal
 from gateway.descriptors import http_bindings
-from gateway.docs import DOCS_PAGE, gateway_operations
+from gateway.docs import (
+    AUDIT_PATH,
+    CONTEXT_PATH,
+    DOCS_PAGE,
+    FEATURES_PATH,
+    GATEWAY_ROUTES,
+    OVERVIEW_PATH,
+    WEBHOOK_PATH,
+)
 from gateway.flags import Flags, request_orgs
 from gateway.openapi import openapi_document
 from gateway.problems import Problem
@@ -45,11 +54,16 @@ from services.kit.telemetry import request_id_var
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
 
-AUDIT_PATH = "/super-admin/billing/v1/audit"
-WEBHOOK_PATH = "/webhooks/stripe"
-OVERVIEW_PATH = "/portal/billing/v1/overview"
-FEATURES_PATH = "/portal/billing/v1/features"
-CONTEXT_PATH = "/super-admin/billing/v1/orgs/{org_id}/context"
+# What a browser front end may send (the internal X-Api-Key is not for browsers)
+# and read beyond the safelisted response headers.
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "X-Request-Id",
+    "traceparent",
+    "tracestate",
+)
+CORS_EXPOSED_HEADERS = ("X-Request-Id", "Retry-After", "WWW-Authenticate")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Headers Stripe's signature check needs, forwarded untouched with the raw body.
 _WEBHOOK_HEADERS = ("content-type", "stripe-signature", "user-agent")
@@ -145,10 +159,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             calls[route.rpc_path] = transcoding.multicallable(
                 channels[route.binding.service], route
             )
-        openapi.update(openapi_document())
-        openapi["paths"].update(
-            gateway_operations(AUDIT_PATH, WEBHOOK_PATH, OVERVIEW_PATH, CONTEXT_PATH, FEATURES_PATH)
-        )
+        openapi.update(openapi_document(GATEWAY_ROUTES))
         try:
             yield
         finally:
@@ -423,6 +434,17 @@ def create_app(settings: GatewaySettings) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    if settings.cors_origins():
+        # Inside RequestIdMiddleware: preflight answers carry an id and are logged too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins()),
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=methods,
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            max_age=settings.cors_max_age_seconds,
+        )
     app.add_middleware(RequestIdMiddleware)
     # Outermost: a server span per request (W3C traceparent honoured), which
     # the gRPC client interceptors continue into the services.

@@ -1,8 +1,10 @@
-"""The docs page, and OpenAPI entries for the gateway's own routes (not from protos)."""
+"""The docs page, and the OpenAPI entries of the gateway's own routes (not from protos)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from gateway.openapi import GatewayRoute, nullable, schema_ref
 
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Tally billing API</title>
@@ -23,102 +25,199 @@ fetch('/openapi.json').then(r => r.json()).then(doc => {
 </script></body></html>"""
 
 
-def _audit_operation() -> dict[str, Any]:
-    params = [
-        {"name": n, "in": "query", "required": False, "schema": schema}
-        for n, schema in (
-            ("org_id", {"type": "string"}),
-            ("actor", {"type": "string"}),
-            ("action", {"type": "string"}),
-            ("target", {"type": "string"}),
-            ("start_time", {"type": "string", "format": "date-time"}),
-            ("end_time", {"type": "string", "format": "date-time"}),
-            ("page_size", {"type": "integer"}),
-            ("page_token", {"type": "string"}),
-            ("service", {"type": "array", "items": {"type": "string"}}),
-        )
-    ]
+# --- the gateway's own routes -------------------------------------------------
+# Every route of app.py that is not transcoded from a proto is documented here,
+# with one document_route call each; gateway/openapi.py adds the security,
+# the problem answers and the X-Request-Id header of its route group.
+
+GATEWAY_ROUTES: list[GatewayRoute] = []
+
+
+def document_route(
+    method: str,
+    path: str,
+    *,
+    operation_id: str,
+    summary: str,
+    response: dict[str, Any] | None,
+    **more: Any,
+) -> str:
+    """Adds one gateway route to ``/openapi.json`` and answers its path.
+
+    ``response`` is the JSON schema of the 200 answer (``schema_ref`` names a
+    proto message or a component); ``more`` are :class:`GatewayRoute`'s other
+    fields (``query``, ``example``, ``errors``, ``components``, ...).
+    """
+    GATEWAY_ROUTES.append(GatewayRoute(method, path, operation_id, summary, response, **more))
+    return path
+
+
+def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
-        "get": {
-            "operationId": "Gateway_ListAuditEntries",
-            "tags": ["gateway"],
-            "summary": "Every service's audit trail, merged newest first",
-            "parameters": params,
-            "responses": {"200": {"description": "OK"}},
-        }
-    }
-
-
-def _webhook_operation() -> dict[str, Any]:
-    return {
-        "post": {
-            "operationId": "Gateway_StripeWebhook",
-            "tags": ["gateway"],
-            "summary": "Forwarded with its raw body to the payments service",
-            "security": [],
-            "responses": {"200": {"description": "OK"}, "503": {"description": "payments away"}},
-        }
-    }
-
-
-def _overview_operation() -> dict[str, Any]:
-    return {
-        "get": {
-            "operationId": "Gateway_PortalOverview",
-            "tags": ["gateway"],
-            "summary": "Current subscription, upcoming invoice and usage this period, at once",
-            "responses": {"200": {"description": "OK; parts that failed are named in unavailable"}},
-        }
-    }
-
-
-def _features_operation() -> dict[str, Any]:
-    groups = ("portal", "admin", "internal")
-    features = {
         "type": "object",
-        "description": "each route group: true when it is on for this org; new keys may appear",
-        "required": list(groups),
-        "properties": {group: {"type": "boolean"} for group in groups},
-        "additionalProperties": {"type": "boolean"},
+        "required": list(required or properties),
+        "properties": properties,
+        "additionalProperties": False,
     }
-    answer = {
-        "type": "object",
-        "required": ["orgId", "features"],
-        "properties": {"orgId": {"type": "string"}, "features": features},
-    }
-    return {
-        "get": {
-            "operationId": "Gateway_PortalFeatures",
-            "tags": ["gateway"],
-            "summary": "Which route groups are on for the token's org (answered even when off)",
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": answer}}}
+
+
+def _parts_of(message: str) -> dict[str, Any]:
+    return nullable({"type": "array", "items": schema_ref(message)})
+
+
+_UNAVAILABLE = "gateway.UnavailablePart"
+_COMPOSED_COMPONENTS = {
+    _UNAVAILABLE: _object(
+        {
+            "part": {"type": "string", "description": "the key left null", "example": "usage"},
+            "status": {"type": "integer", "description": "what its route answered"},
+            "reason": {"type": "string", "example": "UNAVAILABLE"},
+        }
+    )
+}
+_UNAVAILABLE_LIST = {
+    "type": "array",
+    "items": schema_ref(_UNAVAILABLE),
+    "description": "the parts left null because their service failed",
+}
+_SUBSCRIPTION = "tally.subscriptions.v1.Subscription"
+_ACTIVE = {"subscriptionId": "sub_1", "orgId": "org_demo", "state": "SUBSCRIPTION_STATE_ACTIVE"}
+
+AUDIT_PATH = document_route(
+    "get",
+    "/super-admin/billing/v1/audit",
+    operation_id="adminGatewayListAuditEntries",
+    summary="Admin mutations, newest first",
+    query={
+        "actor": {"type": "string", "description": "token subject"},
+        "action": {"type": "string", "description": "full or short RPC name"},
+        "target": {"type": "string", "description": "request path prefix"},
+        "since": {"type": "string", "format": "date-time"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    },
+    response=_object(
+        {
+            "entries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "integer" if name == "status" else "string"}
+                        for name in (
+                            "time", "actor", "role", "action", "method",
+                            "target", "request_id", "status", "outcome",
+                        )
+                    },
+                },
+            }
+        }
+    ),
+)
+
+WEBHOOK_PATH = document_route(
+    "post",
+    "/webhooks/stripe",
+    operation_id="publicGatewayStripeWebhook",
+    summary="Forwarded with its raw body to the payments service",
+    description="No token: payments checks the `Stripe-Signature` of the raw body.",
+    response=None,
+    headers={"Stripe-Signature": {"type": "string"}},
+    request_body={
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+    secured=False,
+    # What payments answers (a bad signature is its 400), or 503 when it is away.
+    errors=(400, 503),
+)
+
+OVERVIEW_PATH = document_route(
+    "get",
+    "/portal/billing/v1/overview",
+    operation_id="portalGatewayOverview",
+    summary="Current subscription, upcoming invoice and usage this period, at once",
+    description="A part whose service fails is null and named in `unavailable`.",
+    response=schema_ref("gateway.PortalOverview"),
+    components={
+        **_COMPOSED_COMPONENTS,
+        "gateway.PortalOverview": _object(
+            {
+                "orgId": {"type": "string"},
+                "subscription": nullable(schema_ref(_SUBSCRIPTION)),
+                "upcomingInvoice": nullable(schema_ref("tally.invoicing.v1.Invoice")),
+                "usage": _parts_of("tally.usage.v1.UsageAggregate"),
+                "unavailable": _UNAVAILABLE_LIST,
+            }
+        ),
+    },
+    example={
+        "orgId": "org_demo",
+        "subscription": _ACTIVE,
+        "upcomingInvoice": None,
+        "usage": [{"metricCode": "api_calls", "value": "42"}],
+        "unavailable": [{"part": "upcomingInvoice", "status": 503, "reason": "UNAVAILABLE"}],
+    },
+)
+
+CONTEXT_PATH = document_route(
+    "get",
+    "/super-admin/billing/v1/orgs/{org_id}/context",
+    operation_id="adminGatewaySupportContext",
+    summary="One org's subscriptions, usage, invoices, credit and payment methods",
+    description="A part whose service fails is null and named in `unavailable`.",
+    response=schema_ref("gateway.SupportContext"),
+    components={
+        **_COMPOSED_COMPONENTS,
+        "gateway.SupportContext": _object(
+            {
+                "orgId": {"type": "string"},
+                "subscriptions": _parts_of(_SUBSCRIPTION),
+                "currentSubscription": nullable(schema_ref(_SUBSCRIPTION)),
+                "usage": _parts_of("tally.usage.v1.UsageAggregate"),
+                "invoices": _parts_of("tally.invoicing.v1.Invoice"),
+                "creditBalance": nullable(
+                    schema_ref("tally.invoicing.v1.GetCreditBalanceResponse")
+                ),
+                "paymentMethods": _parts_of("tally.payments.v1.PaymentMethod"),
+                "unavailable": _UNAVAILABLE_LIST,
+            }
+        ),
+    },
+    example={
+        "orgId": "org_demo",
+        "subscriptions": [_ACTIVE],
+        "currentSubscription": _ACTIVE,
+        "usage": [],
+        "invoices": [],
+        "creditBalance": None,
+        "paymentMethods": None,
+        "unavailable": [
+            {"part": "creditBalance", "status": 503, "reason": "UNAVAILABLE"},
+            {"part": "paymentMethods", "status": 503, "reason": "UNAVAILABLE"},
+        ],
+    },
+)
+
+_GROUPS = ("portal", "admin", "internal")
+FEATURES_PATH = document_route(
+    "get",
+    "/portal/billing/v1/features",
+    operation_id="portalGatewayFeatures",
+    summary="Which route groups are on for the token's org (answered even when off)",
+    response=_object(
+        {
+            "orgId": {"type": "string"},
+            "features": {
+                "type": "object",
+                "description": "each route group: true when it is on for this org; "
+                "new keys may appear",
+                "required": list(_GROUPS),
+                "properties": {group: {"type": "boolean"} for group in _GROUPS},
+                "additionalProperties": {"type": "boolean"},
             },
         }
-    }
-
-
-def _context_operation() -> dict[str, Any]:
-    return {
-        "get": {
-            "operationId": "Gateway_SupportContext",
-            "tags": ["gateway"],
-            "summary": "One org's subscriptions, usage, invoices, credit and payment methods",
-            "parameters": [
-                {"name": "org_id", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-            "responses": {"200": {"description": "OK; parts that failed are named in unavailable"}},
-        }
-    }
-
-
-def gateway_operations(
-    audit: str, webhook: str, overview: str, context: str, features: str
-) -> dict[str, Any]:
-    return {
-        audit: _audit_operation(),
-        webhook: _webhook_operation(),
-        overview: _overview_operation(),
-        context: _context_operation(),
-        features: _features_operation(),
-    }
+    ),
+    example={"orgId": "org_demo", "features": {"portal": True, "admin": False, "internal": True}},
+    # Answered whatever the portal flag says, so never the flag's 404.
+    errors=(401, 403, 429, 500),
+)

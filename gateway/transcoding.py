@@ -145,7 +145,7 @@ class Router:
 # --- building the request message ---------------------------------------
 
 
-def _field_at(descriptor: Descriptor, path: str) -> FieldDescriptor | None:
+def field_at(descriptor: Descriptor, path: str) -> FieldDescriptor | None:
     """The field a dotted path names; proto names or JSON names are both accepted."""
     current: Descriptor | None = descriptor
     found: FieldDescriptor | None = None
@@ -170,15 +170,9 @@ def _json_path(descriptor: Descriptor, path: str) -> list[str]:
     return names
 
 
-def _scalar_from_text(field: FieldDescriptor, text: str, name: str) -> Any:
-    """Path and query values are text; json_format wants JSON types for bools."""
-    if field.type == FieldDescriptor.TYPE_BOOL:
-        if text.lower() in ("true", "1"):
-            return True
-        if text.lower() in ("false", "0"):
-            return False
-        raise problems.invalid(name, f"expected true or false, got {text!r}")
-    if field.message_type is not None and field.message_type.full_name not in (
+# Messages whose JSON form is one scalar, so a path or query value can hold one.
+TEXT_MESSAGES = frozenset(
+    {
         "google.protobuf.Timestamp",
         "google.protobuf.Duration",
         "google.protobuf.FieldMask",
@@ -187,7 +181,20 @@ def _scalar_from_text(field: FieldDescriptor, text: str, name: str) -> Any:
         "google.protobuf.Int32Value",
         "google.protobuf.BoolValue",
         "google.protobuf.DoubleValue",
-    ):
+    }
+)
+
+
+def _scalar_from_text(field: FieldDescriptor, text: str, name: str) -> Any:
+    """Path and query values are text; json_format wants JSON types for bools."""
+    message = field.message_type.full_name if field.message_type is not None else None
+    if field.type == FieldDescriptor.TYPE_BOOL or message == "google.protobuf.BoolValue":
+        if text.lower() in ("true", "1"):
+            return True
+        if text.lower() in ("false", "0"):
+            return False
+        raise problems.invalid(name, f"expected true or false, got {text!r}")
+    if message is not None and message not in TEXT_MESSAGES:
         raise problems.invalid(name, "a message field cannot be given as a query parameter")
     return text
 
@@ -249,7 +256,7 @@ def build_request(
 
     # Query parameters fill fields the body does not carry (none when body is "*").
     for key, text in query:
-        field = _field_at(descriptor, key)
+        field = field_at(descriptor, key)
         if field is None:
             raise problems.invalid(key, "no such query parameter", "UNKNOWN_QUERY_PARAMETER")
         names = _json_path(descriptor, key)
@@ -272,7 +279,7 @@ def build_request(
             _place(data, names, value, key)
 
     for path, text in path_values.items():
-        field = _field_at(descriptor, path)
+        field = field_at(descriptor, path)
         if field is None:  # a template naming a missing field is a proto bug
             raise problems.Problem(500, f"route variable {path} names no field")
         _place(data, _json_path(descriptor, path), _scalar_from_text(field, text, path), path)

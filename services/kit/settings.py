@@ -8,6 +8,7 @@ from one environment with prefixed overrides.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
@@ -166,6 +167,13 @@ def settings_class_for(service: str) -> type[ServiceSettings]:
     )
 
 
+_ORIGIN = re.compile(r"^https?://[^/?#\s]+$")
+
+
+def _split_commas(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 class GatewaySettings(CommonSettings):
     env_prefix_name: ClassVar[str] = "GATEWAY"
 
@@ -209,6 +217,31 @@ class GatewaySettings(CommonSettings):
     rate_limit_storage_uri: str = "async+memory://"
     # Where Stripe webhooks are forwarded (the payments service's HTTP port).
     payments_webhook_url: str | None = None
+    # CORS for a browser front end on another origin: comma-separated origins
+    # ("https://app.example.com,http://localhost:5173"); empty is off, no headers.
+    cors_allowed_origins: str = ""
+    # Cookies or HTTP auth sent by the browser; bearer tokens in Authorization need it not.
+    cors_allow_credentials: bool = False
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        for origin in _split_commas(value):
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return value
+
+    @model_validator(mode="after")
+    def _no_credentials_for_every_origin(self) -> GatewaySettings:
+        # Starlette would echo any Origin back with credentials allowed: every
+        # site could then call the API as the browser's signed-in user.
+        if self.cors_allow_credentials and "*" in self.cors_origins():
+            raise ValueError("cors_allow_credentials needs explicit origins, not '*'")
+        return self
+
+    def cors_origins(self) -> tuple[str, ...]:
+        return _split_commas(self.cors_allowed_origins)
 
     @model_validator(mode="after")
     def _production_defaults(self) -> GatewaySettings:
