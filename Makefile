@@ -12,7 +12,7 @@ PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 # tests stay together on one worker. 1 runs them all in this process.
 TEST_WORKERS ?= 2
 
-.PHONY: install run test unit lint protos protos-check bench soak clean
+.PHONY: install run test unit lint protos protos-check bench soak clean chromium screenshots
 
 install: $(STAMP) $(GEN)
 
@@ -31,7 +31,7 @@ $(GEN): $(STAMP) $(PROTOS) protos/generate.py
 run: install
 	$(TALLY) dev up
 
-test: install lint
+test: install lint chromium
 	$(PY) protos/generate.py lint
 	$(PY) -m pytest $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
@@ -44,9 +44,20 @@ unit: install
 	$(PY) -m pytest tests/unit
 
 lint: install
-	$(VENV)/bin/ruff check services gateway devtools bench tests protos
-	$(VENV)/bin/ruff format --check services gateway devtools bench tests protos
+	$(VENV)/bin/ruff check services gateway devtools bench tests protos console
+	$(VENV)/bin/ruff format --check services gateway devtools bench tests protos console
 	$(VENV)/bin/mypy
+
+# The browser tests (tests/browser) drive Debian's chromium: Playwright's own
+# browser download cannot work offline. Installed once, as root, when missing.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  else echo "make: /usr/bin/chromium is missing; run as root: apt-get update && apt-get install -y chromium" >&2; exit 1; fi; }
+
+# PNGs of the console's main pages under docs/console/ (a suite started for it).
+screenshots: install chromium
+	$(PY) -m tests.browser.screenshots
 
 protos: $(STAMP)
 	$(PY) protos/generate.py --force

@@ -18,6 +18,7 @@ from services.kit.settings import SERVICE_NAMES
 def _banner(suite: Suite, demo: str) -> str:
     rows = [
         ("gateway", suite.gateway_url, "HTTP: /healthz, /docs, /openapi.json"),
+        ("console", suite.console_url, "billing pages in a browser: /sign-in"),
         *((s, suite.service_address(s), "gRPC (health, reflection)") for s in SERVICE_NAMES),
         ("postgres", suite.database_url, "one schema per service"),
         ("nats", suite.nats.url, "JetStream"),

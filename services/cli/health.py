@@ -1,4 +1,4 @@
-"""``tally health <service|gateway>``: the container health check.
+"""``tally health <service|gateway|console>``: the container health check.
 
 Compose and plain ``docker run`` have no gRPC probe of their own, so the image
 probes itself: a service is healthy when its standard ``grpc.health.v1`` Check
@@ -11,8 +11,12 @@ saying why either way.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from services.kit.settings import SERVICE_NAMES
+
+if TYPE_CHECKING:
+    from console.settings import ConsoleSettings
 
 EXIT_UNHEALTHY = 1
 # A service bound to every interface is probed on the loopback one.
@@ -50,26 +54,33 @@ def _check_service(service: str, address: str | None, timeout: float) -> int:
     return 0 if status == "SERVING" else EXIT_UNHEALTHY
 
 
-def _check_gateway(address: str | None, timeout: float) -> int:
+def _check_http(process: str, address: str | None, timeout: float) -> int:
+    """The gateway or the console: healthy when its ``/healthz`` answers."""
     import httpx
 
     if address is None:
         from services.kit.settings import GatewaySettings, load_settings
 
-        settings = load_settings(GatewaySettings)
+        settings: GatewaySettings | ConsoleSettings
+        if process == "console":
+            from console.settings import ConsoleSettings
+
+            settings = load_settings(ConsoleSettings)
+        else:
+            settings = load_settings(GatewaySettings)
         address = local_address(settings.http_host, settings.http_port)
     try:
         reply = httpx.get(f"http://{address}/healthz", timeout=timeout)
     except httpx.HTTPError as exc:
-        print(f"gateway {address} UNREACHABLE ({type(exc).__name__})")
+        print(f"{process} {address} UNREACHABLE ({type(exc).__name__})")
         return EXIT_UNHEALTHY
-    print(f"gateway {address} HTTP {reply.status_code} {reply.text.strip()}")
+    print(f"{process} {address} HTTP {reply.status_code} {reply.text.strip()}")
     return 0 if reply.status_code in (200, 503) else EXIT_UNHEALTHY
 
 
 def _health(args: argparse.Namespace) -> int:
-    if args.service == "gateway":
-        return _check_gateway(args.address, args.timeout)
+    if args.service in ("gateway", "console"):
+        return _check_http(args.service, args.address, args.timeout)
     return _check_service(args.service, args.address, args.timeout)
 
 
@@ -78,7 +89,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "health",
         help="exit 0 when a service answers gRPC health SERVING (the gateway: /healthz answers)",
     )
-    health.add_argument("service", choices=[*SERVICE_NAMES, "gateway"])
+    health.add_argument("service", choices=[*SERVICE_NAMES, "gateway", "console"])
     health.add_argument(
         "--address",
         help="host:port to probe (default: the port in the service's settings, on 127.0.0.1)",

@@ -25,6 +25,11 @@ def _serve(args: argparse.Namespace) -> int:
 
         serve_gateway()
         return 0
+    if args.service == "console":
+        from console.server import serve as serve_console
+
+        serve_console()
+        return 0
     from services.kit import eventloop
     from services.kit.runtime import ServiceRuntime
     from services.kit.settings import load_settings, settings_class_for
@@ -197,8 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tally", description="Tally billing suite")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run one service (or the gateway) in the foreground")
-    serve.add_argument("service", choices=[*SERVICE_NAMES, "gateway"])
+    serve = commands.add_parser(
+        "serve", help="run one service (or the gateway, or the console) in the foreground"
+    )
+    serve.add_argument("service", choices=[*SERVICE_NAMES, "gateway", "console"])
     serve.set_defaults(func=_serve)
 
     migrate = commands.add_parser("migrate", help="apply database migrations")

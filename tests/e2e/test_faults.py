@@ -281,6 +281,8 @@ async def restart(suite: Suite, name: str, env: dict[str, str] | None = None) ->
         suite.restart_process(name, env=env)
         if name == "gateway":
             suite.wait_healthy(60)
+        elif name == "console":
+            suite.wait_console(60)
         else:
             suite.wait_serving((name,), 60)
 

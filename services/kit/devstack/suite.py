@@ -42,7 +42,9 @@ def _quiet(step: str) -> None:
     pass
 
 
-PROCESSES = (*SERVICE_NAMES, "gateway")
+PROCESSES = (*SERVICE_NAMES, "gateway", "console")
+# The billing console's HTTP port (console/settings.py), overridable by CONSOLE_HTTP_PORT.
+DEFAULT_CONSOLE_PORT = 8090
 
 
 def _env_port(name: str, default: int) -> int:
@@ -64,6 +66,7 @@ class SuitePorts:
     http: dict[str, int] = field(default_factory=dict)
     # The Stripe emulator's port (0: a free one, when the emulator runs at all).
     stripe: int = 0
+    console: int = DEFAULT_CONSOLE_PORT
 
     @classmethod
     def defaults(cls) -> SuitePorts:
@@ -84,17 +87,19 @@ class SuitePorts:
                 s: _env_port(f"{s.upper()}_HTTP_PORT", DEFAULT_HTTP_PORTS[s]) for s in SERVICE_NAMES
             },
             stripe=_env_port("TALLY_DEV_STRIPE_PORT", 0),
+            console=_env_port("CONSOLE_HTTP_PORT", DEFAULT_CONSOLE_PORT),
         )
 
     @classmethod
     def free(cls) -> SuitePorts:
-        ports = iter(free_ports(4 + 2 * len(SERVICE_NAMES)))
+        ports = iter(free_ports(5 + 2 * len(SERVICE_NAMES)))
         return cls(
             next(ports),
             next(ports),
             next(ports),
             {s: next(ports) for s in SERVICE_NAMES},
             {s: next(ports) for s in SERVICE_NAMES},
+            next(ports),
             next(ports),
         )
 
@@ -152,6 +157,10 @@ class Suite:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.gateway}"
 
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.console}"
+
     def service_address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports.services[service]}"
 
@@ -174,6 +183,8 @@ class Suite:
             DATABASE_URL=self.database_url,
             NATS_URL=self.nats.url,
             GATEWAY_HTTP_PORT=str(self.ports.gateway),
+            CONSOLE_HTTP_PORT=str(self.ports.console),
+            CONSOLE_GATEWAY_URL=self.gateway_url,
             PYTHONUNBUFFERED="1",
         )
         for service, port in self.ports.services.items():
@@ -195,6 +206,7 @@ class Suite:
     def check_ports(self) -> None:
         """Refuse to start half a suite: every port must be free before anything runs."""
         ensure_port_free(self.ports.gateway, what="gateway (GATEWAY_HTTP_PORT)")
+        ensure_port_free(self.ports.console, what="console (CONSOLE_HTTP_PORT)")
         for service, port in self.ports.services.items():
             ensure_port_free(port, what=f"{service} ({service.upper()}_GRPC_PORT)")
         for service, port in self.ports.http.items():
@@ -218,6 +230,9 @@ class Suite:
         if name == "payments" and self.stripe is not None:
             env.update(self.stripe.payments_env())
             env.update(self.extra_env)
+        if name == "console" and env.get("GATEWAY_JWT_HS256_SECRET"):
+            # The console's dev sign-in signs with whatever secret the gateway checks.
+            env.setdefault("CONSOLE_DEV_TOKEN_SECRET", env["GATEWAY_JWT_HS256_SECRET"])
         return env
 
     def start_process(
@@ -284,6 +299,20 @@ class Suite:
         raise DevStackError(
             f"suite not healthy after {timeout:g}s: {last or 'gateway not answering'}"
         )
+
+    def wait_console(self, timeout: float = 60.0) -> None:
+        """Until the console answers its /healthz; fail fast if a process dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.raise_if_exited()
+            try:
+                with urllib.request.urlopen(f"{self.console_url}/healthz", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise DevStackError(f"console not answering {self.console_url}/healthz after {timeout:g}s")
 
     def raise_if_exited(self) -> None:
         for name, proc in self.processes.items():
@@ -438,6 +467,7 @@ class Suite:
             progress("starting services ...")
             self.start_processes()
             self.wait_healthy(timeout)
+            self.wait_console(timeout)
             if self.replica_ports:
                 # The gateway's health covers each service's first process only.
                 self.wait_serving(tuple(self.replica_ports), timeout)
