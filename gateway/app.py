@@ -324,11 +324,13 @@ def create_app(settings: GatewaySettings) -> Starlette:
             message.org_id = principal.org_id  # type: ignore[attr-defined]
         elif group == "internal":
             _admit_request(message, principal)
-        reply = await _invoke(route, message, principal, rid)
+        # A document's headers (its file name) come as response metadata.
+        headers: dict[str, str] | None = {} if transcoding.answers_document(route) else None
+        reply = await _invoke(route, message, principal, rid, headers)
         payload = transcoding.response_payload(route, reply)
         if isinstance(payload, tuple):
             data, content_type = payload
-            return Response(data, media_type=content_type)
+            return Response(data, media_type=content_type, headers=headers)
         return JSONResponse(payload)
 
     def _admit_request(message: Any, principal: Principal) -> None:
@@ -339,12 +341,17 @@ def create_app(settings: GatewaySettings) -> Starlette:
             raise problems.not_found()
 
     async def _invoke(
-        route: transcoding.Route, message: Any, principal: Principal, rid: str
+        route: transcoding.Route,
+        message: Any,
+        principal: Principal,
+        rid: str,
+        headers: dict[str, str] | None = None,
     ) -> Any:
+        """The reply; ``headers``, when given, gets the HTTP headers the service sent."""
         # Who asks and as what, for the services' audit trail (services/kit/audit.py).
         role = authorizer.permit(route.group or "", route.http_method, principal)
         try:
-            return await calls[route.rpc_path](
+            call = calls[route.rpc_path](
                 message,
                 timeout=settings.grpc_deadline_seconds,
                 metadata=(
@@ -353,6 +360,10 @@ def create_app(settings: GatewaySettings) -> Starlette:
                     ("x-tally-actor-role", role),
                 ),
             )
+            reply = await call
+            if headers is not None:
+                headers.update(transcoding.forwarded_headers(await call.initial_metadata()))
+            return reply
         except grpc.aio.AioRpcError as error:
             raise problems.from_rpc_error(error) from None
 

@@ -416,6 +416,30 @@ def response_payload(route: Route, response: Message) -> tuple[bytes, str] | dic
     return payload
 
 
+def answers_document(route: Route) -> bool:
+    """Whether the route answers a raw ``google.api.HttpBody`` rather than JSON."""
+    message = route.response_class.DESCRIPTOR
+    if route.binding.response_body:
+        field = message.fields_by_name[route.binding.response_body]
+        return field.message_type is not None and field.message_type.full_name == HTTP_BODY
+    return bool(message.full_name == HTTP_BODY)
+
+
+# Response metadata a service may send with a document, passed on as HTTP
+# headers: HttpBody carries only a content type, not e.g. a file name. Only
+# these, so a service cannot set arbitrary headers on the gateway's answer.
+FORWARDED_HEADERS = ("content-disposition",)
+
+
+def forwarded_headers(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
+    """The ``FORWARDED_HEADERS`` among a call's initial metadata."""
+    return {
+        key: value
+        for key, value in metadata or ()
+        if key in FORWARDED_HEADERS and isinstance(value, str)
+    }
+
+
 def idempotent_methods(routes: Iterable[Route]) -> dict[str, set[str]]:
     """Per gRPC service, the methods bound only to GET: safe to retry on UNAVAILABLE."""
     verbs: dict[tuple[str, str], set[str]] = {}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, FilePath
 
 from services.kit.settings import CommonSettings, load_settings
 
@@ -25,6 +25,12 @@ class InvoicingSettings(CommonSettings):
     finalize_interval_seconds: float = Field(default=10.0, ge=0)
     # Payment terms: due_time = finalize_time + this.
     payment_terms_seconds: float = Field(default=0.0, ge=0)
+    # TrueType fonts embedded in invoice PDFs; unset = DejaVu Sans when the OS
+    # has it, else ReportLab's Vera (Latin only). Scripts the font lacks (CJK
+    # with DejaVu) need a font that has them, e.g. a Noto Sans CJK .ttf.
+    pdf_font_file: FilePath | None = None
+    # Bold face of the same; unset = the regular font file.
+    pdf_bold_font_file: FilePath | None = None
 
 
 def invoicing_settings() -> InvoicingSettings:
