@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tally.audit.v1 import audit_pb2
+
 from gateway.openapi import GatewayRoute, nullable, schema_ref
+from services.kit.settings import SERVICE_NAMES
 
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Tally billing API</title>
@@ -83,35 +86,22 @@ _UNAVAILABLE_LIST = {
 _SUBSCRIPTION = "tally.subscriptions.v1.Subscription"
 _ACTIVE = {"subscriptionId": "sub_1", "orgId": "org_demo", "state": "SUBSCRIPTION_STATE_ACTIVE"}
 
+_AUDIT_PAGE = audit_pb2.ListAuditEntriesResponse.DESCRIPTOR.full_name
 AUDIT_PATH = document_route(
     "get",
     "/super-admin/billing/v1/audit",
     operation_id="adminGatewayListAuditEntries",
-    summary="Admin mutations, newest first",
+    summary="The services' audit trails, merged newest first",
+    description="Every service's mutations (billing_admin or billing_support), one page.",
+    request=audit_pb2.ListAuditEntriesRequest.DESCRIPTOR.full_name,
     query={
-        "actor": {"type": "string", "description": "token subject"},
-        "action": {"type": "string", "description": "full or short RPC name"},
-        "target": {"type": "string", "description": "request path prefix"},
-        "since": {"type": "string", "format": "date-time"},
-        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-    },
-    response=_object(
-        {
-            "entries": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        name: {"type": "integer" if name == "status" else "string"}
-                        for name in (
-                            "time", "actor", "role", "action", "method",
-                            "target", "request_id", "status", "outcome",
-                        )
-                    },
-                },
-            }
+        "service": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(SERVICE_NAMES)},
+            "description": "only these services' trails (repeat it); all when absent",
         }
-    ),
+    },
+    response=schema_ref(_AUDIT_PAGE),
 )
 
 WEBHOOK_PATH = document_route(
