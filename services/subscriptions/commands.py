@@ -108,6 +108,7 @@ class ChangeOutcome:
     direction: d.Direction
     effective_time: datetime
     schedule: d.Schedule | None
+    previous_package_version_id: str = ""
 
 
 @dataclass

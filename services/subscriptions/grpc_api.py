@@ -219,14 +219,22 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
             timing=PLAN_TIMING_FROM_PB[request.timing],
         )
 
-        async def work(uow: SubscriptionsUnitOfWork) -> api.ChangePlanResponse:
-            out = await h.change_plan(uow, cmd, self.clock)
+        def answer(out: h.ChangeOutcome) -> api.ChangePlanResponse:
             return api.ChangePlanResponse(
                 subscription=subscription_pb(out.subscription),
                 direction=DIRECTION_TO_PB[out.direction],
                 effective_time=to_timestamp(out.effective_time),
                 schedule=schedule_pb(out.schedule) if out.schedule else None,
+                previous_package_version_id=out.previous_package_version_id,
             )
+
+        if request.validate_only:
+            # A read: a unit of work never committed, no request id recorded.
+            async with self.uow() as uow:
+                return answer(await h.change_plan(uow, cmd, self.clock, validate_only=True))
+
+        async def work(uow: SubscriptionsUnitOfWork) -> api.ChangePlanResponse:
+            return answer(await h.change_plan(uow, cmd, self.clock))
 
         return await run_mutation(
             self.uow, self.ctx.requests, "ChangePlan", request, api.ChangePlanResponse, work

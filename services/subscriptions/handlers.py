@@ -235,14 +235,20 @@ async def list_subscriptions(
     )
 
 
-async def change_plan(uow: SubscriptionsUnitOfWork, cmd: ChangePlan, clock: Clock) -> ChangeOutcome:
+async def change_plan(
+    uow: SubscriptionsUnitOfWork, cmd: ChangePlan, clock: Clock, *, validate_only: bool = False
+) -> ChangeOutcome:
+    """``validate_only`` (AIP-163): the same checks and outcome, on an aggregate
+    that is never saved, so no event leaves (invoicing prices the answer)."""
     now = await effective_now(uow, clock)
-    sub = await _subscription(uow, cmd.subscription_id, cmd.org_id, lock=True)
+    sub = await _subscription(uow, cmd.subscription_id, cmd.org_id, lock=not validate_only)
     target = await _target_version(uow, cmd.package_id, cmd.package_version_id)
     await _catch_up(uow, sub, now)
+    previous = sub.plan.package_version_id
     direction, _, effective, entry = sub.change_plan(target, cmd.timing, now, new_id())
-    await _persist(uow, sub)
-    return ChangeOutcome(sub, direction, effective, entry)
+    if not validate_only:
+        await _persist(uow, sub)
+    return ChangeOutcome(sub, direction, effective, entry, previous)
 
 
 async def cancel_subscription(
