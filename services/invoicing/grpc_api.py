@@ -17,6 +17,8 @@ from google.protobuf.message import Message
 from tally.invoicing.v1 import invoicing_pb2 as api
 from tally.invoicing.v1 import invoicing_pb2_grpc
 from tally.invoicing.v1 import resources_pb2 as pb
+from tally.subscriptions.v1 import resources_pb2 as subs_pb2
+from tally.subscriptions.v1 import subscriptions_pb2 as subs_api
 
 from services.invoicing import domain as d
 from services.invoicing import handlers as h
@@ -25,6 +27,7 @@ from services.invoicing.rating.wire import preview_charge
 from services.invoicing.render import DocumentFormat, pdf_fonts, render_document
 from services.invoicing.repository import InvoicingUnitOfWork
 from services.invoicing.settings import Policy, invoicing_settings, policy
+from services.invoicing.subscriptions_client import shared_client
 from services.invoicing.usage_client import shared_reader
 from services.kit.clock import Clock, SystemClock
 from services.kit.currency import is_iso4217
@@ -52,6 +55,7 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         usage: h.UsageSource | None = None,
         the_policy: Policy | None = None,
         clock: Clock | None = None,
+        subscriptions: h.PlanChangeChecker | None = None,
     ) -> None:
         self.ctx = ctx
         settings = invoicing_settings()
@@ -61,6 +65,9 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
         self.usage = usage or shared_reader(settings.usage_addr, settings.usage_deadline_seconds)
         self.policy = the_policy or policy(settings)
         self.clock: Clock = clock or SystemClock()
+        self.subscriptions = subscriptions or shared_client(
+            settings.subscriptions_addr, settings.subscriptions_deadline_seconds
+        )
         self.pdf_fonts = pdf_fonts(settings.pdf_font_file, settings.pdf_bold_font_file)
 
     async def PreviewCharge(
@@ -167,6 +174,35 @@ class InvoicingApi(invoicing_pb2_grpc.InvoicingServiceServicer):  # type: ignore
                 uow, self.usage, request.org_id, request.subscription_id, self._now()
             )
         return api.PreviewInvoiceResponse(invoice=protomap.invoice_pb(inv))
+
+    async def PreviewPlanChange(
+        self, request: api.PreviewPlanChangeRequest, context: grpc.aio.ServicerContext
+    ) -> api.PreviewPlanChangeResponse:
+        # No checks of its own: ChangePlan's validation answers (the same
+        # field names), so a quote is refused exactly as the change would be.
+        # Asked before the unit of work: no connection waits on another service.
+        checked = await self.subscriptions.validate_change(
+            subs_api.ChangePlanRequest(
+                subscription_id=request.subscription_id,
+                org_id=request.org_id,
+                package_id=request.package_id,
+                package_version_id=request.package_version_id,
+                timing=request.timing,
+            )
+        )
+        async with self.make_uow() as uow:
+            quote = await h.quote_plan_change(uow, self.usage, checked, self._now())
+        return api.PreviewPlanChangeResponse(
+            direction=checked.direction,
+            timing=subs_pb2.PLAN_CHANGE_TIMING_IMMEDIATE
+            if quote.immediate
+            else subs_pb2.PLAN_CHANGE_TIMING_PERIOD_END,
+            effective_time=checked.effective_time,
+            previous_package_version_id=quote.previous_version_id,
+            package_version_id=quote.version_id,
+            due_now=protomap.invoice_pb(quote.due_now) if quote.due_now else None,
+            next_invoice=protomap.invoice_pb(quote.next_invoice),
+        )
 
     async def GetCreditMemo(
         self, request: api.GetCreditMemoRequest, context: grpc.aio.ServicerContext

@@ -18,6 +18,11 @@ class InvoicingSettings(CommonSettings):
     usage_addr: str = "127.0.0.1:50053"
     # Deadline of every call to the usage service.
     usage_deadline_seconds: float = Field(default=5.0, gt=0)
+    # The subscriptions service's gRPC address (PreviewPlanChange checks the
+    # change with ChangePlan validate_only).
+    subscriptions_addr: str = "127.0.0.1:50052"
+    # Deadline of every call to the subscriptions service.
+    subscriptions_deadline_seconds: float = Field(default=5.0, gt=0)
     # How long a period-close draft waits for late usage and adjustments; 0
     # finalizes it in the transaction that built it.
     grace_period_seconds: float = Field(default=0.0, ge=0)

@@ -56,6 +56,7 @@ async def billing_suite(database_url: str, nats_url: str) -> AsyncIterator[Suite
             service_in_process("usage", database_url, nats_url, **fast) as u,
         ):
             mp.setenv("INVOICING_USAGE_ADDR", f"127.0.0.1:{u.port}")
+            mp.setenv("INVOICING_SUBSCRIPTIONS_ADDR", f"127.0.0.1:{s.port}")
             async with service_in_process("invoicing", database_url, nats_url, **fast) as i:
                 runtimes = {"catalog": c, "subscriptions": s, "usage": u, "invoicing": i}
                 channels = {

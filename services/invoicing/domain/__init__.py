@@ -4,7 +4,10 @@ from services.invoicing.domain.building import (
     ClosedPeriod,
     base_fee_lines,
     billed_seconds,
+    fees_within,
+    open_period,
     open_period_segments,
+    plan_change_lines,
 )
 from services.invoicing.domain.invoices import Invoice, invoice_number, round_to_minor
 from services.invoicing.domain.periods import (
@@ -40,10 +43,13 @@ __all__ = [
     "Settlement",
     "base_fee_lines",
     "billed_seconds",
+    "fees_within",
     "invoice_number",
     "minus_interval",
     "nominal_seconds",
+    "open_period",
     "open_period_segments",
+    "plan_change_lines",
     "plus_interval",
     "prorate",
     "round_to_minor",

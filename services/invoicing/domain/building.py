@@ -17,8 +17,13 @@ from datetime import datetime
 from decimal import Decimal
 
 from services.invoicing.domain.invoices import round_to_minor
-from services.invoicing.domain.periods import nominal_seconds, prorate, seconds_between
-from services.invoicing.domain.values import Line, LineKind, Plan, Segment, SegmentKind
+from services.invoicing.domain.periods import (
+    nominal_seconds,
+    plus_interval,
+    prorate,
+    seconds_between,
+)
+from services.invoicing.domain.values import Interval, Line, LineKind, Plan, Segment, SegmentKind
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,116 @@ def open_period_segments(
         else:
             out.append(Segment(vid, SegmentKind.ACTIVE, s, e))
     return tuple(out)
+
+
+def open_period(
+    start: datetime,
+    end: datetime,
+    version_id: str,
+    changes: Sequence[tuple[datetime, str, str]],
+    trial_end: datetime | None,
+    interval: Interval,
+    *,
+    next_version_id: str | None,
+) -> ClosedPeriod:
+    """The open period as its close will report it if nothing else changes:
+    ``open_period_segments``, and the next period (``next_version_id`` None when
+    the subscription ends with this one). The next period starts in trial when
+    the trial outlasts this one (the clock ends a trial first when it ends at
+    or before the period's end). Its end is one interval on: an anniversary
+    clamped to a short month (Jan 31 -> Feb 28) comes back to the 31st at the
+    close, which bills the same full fee with a later printed end."""
+    ended = next_version_id is None
+    trial_next = trial_end is not None and trial_end > end
+    return ClosedPeriod(
+        period_start=start,
+        period_end=end,
+        segments=open_period_segments(start, end, version_id, changes, trial_end),
+        ended=ended,
+        next_start=None if ended else end,
+        next_end=None if ended else plus_interval(end, interval),
+        next_version_id=next_version_id or "",
+        next_kind=SegmentKind.TRIAL if trial_next else SegmentKind.ACTIVE,
+    )
+
+
+def fees_within(lines: Sequence[Line], start: datetime, end: datetime) -> list[Line]:
+    """The BASE_FEE / PRORATION_CREDIT lines that fall inside ``[start, end]``:
+    what a period's close counts as already billed."""
+    kinds = (LineKind.BASE_FEE, LineKind.PRORATION_CREDIT)
+    return [
+        li
+        for li in lines
+        if li.kind in kinds
+        and li.period_start is not None
+        and li.period_end is not None
+        and li.period_start >= start
+        and li.period_end <= end
+    ]
+
+
+def plan_change_lines(
+    old: Plan,
+    new: Plan,
+    billed: Sequence[Line],
+    effective: datetime,
+    period_start: datetime,
+    period_end: datetime,
+    trial_end: datetime | None,
+    currency: str,
+    new_id: Callable[[], str],
+) -> list[Line]:
+    """What an immediate plan change invoices at once: a credit for the unused
+    part the old version was billed in advance for (``billed``: the period's
+    fee lines so far), and the new version's in-advance fee for the rest of the
+    period, from the trial end while in trial. Arrears-timed versions add
+    nothing (the close bills their segments)."""
+    t, end = effective, period_end
+    lines: list[Line] = []
+    paid_old = billed_seconds(billed).get(old.package_version_id, 0)
+    credit_secs = min(seconds_between(t, end), paid_old)
+    if old.in_advance and old.base_fee != 0 and credit_secs > 0:
+        nominal = nominal_seconds(period_start, end, old.interval)
+        exact = -prorate(old.base_fee, credit_secs, nominal)
+        lines.append(
+            Line(
+                line_id=new_id(),
+                kind=LineKind.PRORATION_CREDIT,
+                description=f"{old.name} unused base fee (prorated {credit_secs}/{nominal} s)",
+                amount_minor=round_to_minor(exact, currency),
+                unrounded=exact,
+                unit_amount=old.base_fee,
+                package_version_id=old.package_version_id,
+                period_start=t,
+                period_end=end,
+                seconds_used=credit_secs,
+                seconds_in_period=nominal,
+                full_amount=old.base_fee,
+            )
+        )
+    active_from = max(t, trial_end) if trial_end else t
+    # A trial outlasting the period leaves none of it to bill now.
+    secs = seconds_between(active_from, end) if active_from < end else 0
+    if new.in_advance and new.base_fee != 0 and secs > 0:
+        nominal = nominal_seconds(period_start, end, new.interval)
+        exact = prorate(new.base_fee, secs, nominal)
+        lines.append(
+            Line(
+                line_id=new_id(),
+                kind=LineKind.BASE_FEE,
+                description=f"{new.name} base fee (prorated {secs}/{nominal} s)",
+                amount_minor=round_to_minor(exact, currency),
+                unrounded=exact,
+                unit_amount=new.base_fee,
+                package_version_id=new.package_version_id,
+                period_start=active_from,
+                period_end=end,
+                seconds_used=secs,
+                seconds_in_period=nominal,
+                full_amount=new.base_fee,
+            )
+        )
+    return lines
 
 
 def _fee_line(

@@ -13,12 +13,15 @@ from services.invoicing.handlers.billing import (
     change_plan_now,
     close_period,
     current_period,
+    plan_change_invoice,
     preview,
     run_billing,
+    subscription_period,
     usage_lines,
 )
 from services.invoicing.handlers.common import (
     PERCENTAGE_MODELS,
+    PlanChangeChecker,
     UsageSource,
     get_invoice,
     line_id,
@@ -41,11 +44,14 @@ from services.invoicing.handlers.lifecycle import (
     update_profile,
     void,
 )
+from services.invoicing.handlers.quotes import PlanChangeQuote, quote_plan_change
 
 __all__ = [
     "PERCENTAGE_MODELS",
     "ImmediateChange",
     "MemoLine",
+    "PlanChangeChecker",
+    "PlanChangeQuote",
     "UsageSource",
     "add_adjustment",
     "build_period_invoice",
@@ -63,11 +69,14 @@ __all__ = [
     "payment_failed",
     "payment_refunded",
     "payment_succeeded",
+    "plan_change_invoice",
     "plans",
     "preview",
+    "quote_plan_change",
     "record_package_version",
     "record_subscription",
     "run_billing",
+    "subscription_period",
     "update_profile",
     "usage_lines",
     "void",

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from tally.catalog.v1 import resources_pb2 as catalog_pb2
+from tally.subscriptions.v1 import resources_pb2 as subs_pb2
 
 from services.invoicing import domain as d
 from services.invoicing import protomap
@@ -27,6 +28,7 @@ from services.invoicing.rating.wire import charge_from_proto
 from services.invoicing.repository import InvoicingUnitOfWork, PeriodAlreadyInvoiced
 from services.invoicing.settings import Policy
 from services.kit.errors import FailedPrecondition, NotFound
+from services.kit.protoconv import from_timestamp
 
 # ------------------------------------------------------------------ building
 
@@ -188,35 +190,53 @@ def current_period(
     upcoming: bool,
     changes: Sequence[tuple[datetime, str, str]] = (),
 ) -> d.ClosedPeriod:
-    """The projection's current period as its close would see it so far: one
+    """The projection's current period as its close would see it so far
+    (``subscription_period`` on the row's subscription)."""
+    payload = subs_pb2.Subscription.FromString(sub.payload)
+    return subscription_period(payload, plan.interval, changes, upcoming=upcoming)
+
+
+def subscription_period(
+    sub: subs_pb2.Subscription,
+    interval: d.Interval,
+    changes: Sequence[tuple[datetime, str, str]],
+    *,
+    upcoming: bool,
+) -> d.ClosedPeriod:
+    """A subscription's current period as its close would see it so far: one
     segment per version between the immediate plan changes (``changes``, from
     ``InvoicingRepository.plan_changes``), trial up to the trial end.
-    ``upcoming`` adds the next in-advance fee."""
-    from tally.subscriptions.v1 import resources_pb2 as subs_pb2
-
-    start, end = sub.current_period_start, sub.current_period_end
+    ``upcoming`` adds the next in-advance fee: of the version a pending plan
+    change moves to, none when the subscription ends with the period."""
+    start = from_timestamp(
+        sub.current_period_start_time, present=sub.HasField("current_period_start_time")
+    )
+    end = from_timestamp(
+        sub.current_period_end_time, present=sub.HasField("current_period_end_time")
+    )
     if start is None or end is None:
         raise FailedPrecondition(
             message=f"subscription {sub.subscription_id} has no open period",
             reason="NO_OPEN_PERIOD",
         )
-    payload = subs_pb2.Subscription.FromString(sub.payload)
-    trial_end = (
-        payload.trial_end_time.ToDatetime(tzinfo=start.tzinfo)
-        if payload.HasField("trial_end_time")
-        else None
+    trial_end = from_timestamp(sub.trial_end_time, present=sub.HasField("trial_end_time"))
+    ends = sub.state == subs_pb2.SUBSCRIPTION_STATE_CANCELED or sub.cancel_at_period_end
+    next_version = next(
+        (
+            e.target_package_version_id
+            for e in sub.pending_schedules
+            if e.action == subs_pb2.SCHEDULE_ACTION_CHANGE_PLAN
+        ),
+        sub.package_version_id,
     )
-    v = sub.package_version_id
-    ended = not upcoming or sub.state == "SUBSCRIPTION_STATE_CANCELED"
-    return d.ClosedPeriod(
-        period_start=start,
-        period_end=end,
-        segments=d.open_period_segments(start, end, v, changes, trial_end),
-        ended=ended,
-        next_start=None if ended else end,
-        next_end=None if ended else d.plus_interval(end, plan.interval),
-        next_version_id="" if ended else v,
-        next_kind=d.SegmentKind.ACTIVE,
+    return d.open_period(
+        start,
+        end,
+        sub.package_version_id,
+        changes,
+        trial_end,
+        interval,
+        next_version_id=None if not upcoming or ends else next_version,
     )
 
 
@@ -326,65 +346,24 @@ class ImmediateChange:
     trial_end: datetime | None
 
 
-async def change_plan_now(
-    uow: InvoicingUnitOfWork, policy: Policy, cmd: ImmediateChange, now: datetime
+async def plan_change_invoice(
+    uow: InvoicingUnitOfWork, cmd: ImmediateChange, billed: Sequence[d.Line], now: datetime
 ) -> d.Invoice | None:
-    """An immediate plan change invoices at once what in-advance fees it moves:
-    a credit for the unused part the old version was billed for, and the new
-    version's fee for the rest of the period. The period close trues up the
-    rest (elapsed seconds of a version nobody billed in advance, usage)."""
-    # Remembered for PreviewInvoice / RunBilling of the open period, whatever
-    # this change invoices (an arrears-only change invoices nothing now).
-    await uow.repo.record_plan_change(
-        cmd.subscription_id, cmd.effective_time, cmd.previous_version_id, cmd.version_id
-    )
-    billed = await uow.repo.billed_fee_lines(cmd.subscription_id, cmd.period_start, cmd.period_end)
+    """The invoice an immediate plan change issues at once (``d.plan_change_lines``
+    on the period's fee lines billed so far, and tax), not stored; None when it
+    bills nothing."""
     plan_map, _ = await plans(uow, {cmd.previous_version_id, cmd.version_id})
-    old, new = plan_map[cmd.previous_version_id], plan_map[cmd.version_id]
-    t, end = cmd.effective_time, cmd.period_end
-    lines: list[d.Line] = []
-    paid_old = d.billed_seconds(billed).get(old.package_version_id, 0)
-    credit_secs = min(d.seconds_between(t, end), paid_old)
-    if old.in_advance and old.base_fee != 0 and credit_secs > 0:
-        nominal = d.nominal_seconds(cmd.period_start, end, old.interval)
-        exact = -d.prorate(old.base_fee, credit_secs, nominal)
-        lines.append(
-            d.Line(
-                line_id=line_id(),
-                kind=d.LineKind.PRORATION_CREDIT,
-                description=f"{old.name} unused base fee (prorated {credit_secs}/{nominal} s)",
-                amount_minor=d.round_to_minor(exact, cmd.currency),
-                unrounded=exact,
-                unit_amount=old.base_fee,
-                package_version_id=old.package_version_id,
-                period_start=t,
-                period_end=end,
-                seconds_used=credit_secs,
-                seconds_in_period=nominal,
-                full_amount=old.base_fee,
-            )
-        )
-    active_from = max(t, cmd.trial_end) if cmd.trial_end else t
-    secs = d.seconds_between(active_from, end)
-    if new.in_advance and new.base_fee != 0 and secs > 0:
-        nominal = d.nominal_seconds(cmd.period_start, end, new.interval)
-        exact = d.prorate(new.base_fee, secs, nominal)
-        lines.append(
-            d.Line(
-                line_id=line_id(),
-                kind=d.LineKind.BASE_FEE,
-                description=f"{new.name} base fee (prorated {secs}/{nominal} s)",
-                amount_minor=d.round_to_minor(exact, cmd.currency),
-                unrounded=exact,
-                unit_amount=new.base_fee,
-                package_version_id=new.package_version_id,
-                period_start=active_from,
-                period_end=end,
-                seconds_used=secs,
-                seconds_in_period=nominal,
-                full_amount=new.base_fee,
-            )
-        )
+    lines = d.plan_change_lines(
+        plan_map[cmd.previous_version_id],
+        plan_map[cmd.version_id],
+        billed,
+        cmd.effective_time,
+        cmd.period_start,
+        cmd.period_end,
+        cmd.trial_end,
+        cmd.currency,
+        line_id,
+    )
     if not lines:
         return None
     profile, tax_rate = await profile_snapshot(uow, cmd.org_id)
@@ -394,16 +373,34 @@ async def change_plan_now(
         subscription_id=cmd.subscription_id,
         reason=d.InvoiceReason.PLAN_CHANGE,
         currency_code=cmd.currency,
-        period_start=t,
-        period_end=end,
+        period_start=cmd.effective_time,
+        period_end=cmd.period_end,
         create_time=now,
         update_time=now,
         lines=lines,
         tax_rate=tax_rate,
         billing_profile=profile,
-        grace_period_end=now + policy.grace_period,
     )
     inv.retax(line_id())
+    return inv
+
+
+async def change_plan_now(
+    uow: InvoicingUnitOfWork, policy: Policy, cmd: ImmediateChange, now: datetime
+) -> d.Invoice | None:
+    """An immediate plan change invoices at once what in-advance fees it moves
+    (``plan_change_invoice``). The period close trues up the rest (elapsed
+    seconds of a version nobody billed in advance, usage)."""
+    # Remembered for PreviewInvoice / RunBilling of the open period, whatever
+    # this change invoices (an arrears-only change invoices nothing now).
+    await uow.repo.record_plan_change(
+        cmd.subscription_id, cmd.effective_time, cmd.previous_version_id, cmd.version_id
+    )
+    billed = await uow.repo.billed_fee_lines(cmd.subscription_id, cmd.period_start, cmd.period_end)
+    inv = await plan_change_invoice(uow, cmd, billed, now)
+    if inv is None:
+        return None
+    inv.grace_period_end = now + policy.grace_period
     if policy.grace_period <= timedelta(0):
         # None: this change was already invoiced (a replayed event).
         return await add_finalized(uow, inv, now, policy)

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from tally.catalog.v1 import resources_pb2 as catalog_pb2
+from tally.subscriptions.v1 import subscriptions_pb2 as subs_api
 
 from services.invoicing import domain as d
 from services.invoicing import protomap
@@ -38,6 +39,15 @@ class BatchUsageSource(UsageSource, Protocol):
     out of its answer are read one by one."""
 
     async def aggregates(self, keys: Sequence[AggregateKey]) -> dict[AggregateKey, Aggregate]: ...
+
+
+class PlanChangeChecker(Protocol):
+    """The subscriptions service's ChangePlan with validate_only: its answer, or
+    its refusal as the same TallyError."""
+
+    async def validate_change(
+        self, request: subs_api.ChangePlanRequest
+    ) -> subs_api.ChangePlanResponse: ...
 
 
 def wants_event_values(charge: catalog_pb2.Charge) -> bool:

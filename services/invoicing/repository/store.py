@@ -246,16 +246,7 @@ _PROFILE = select(billing_profile_table).where(billing_profile_table.c.org_id ==
 def _fee_lines(
     raw: list[dict[str, Any]], period_start: datetime, period_end: datetime
 ) -> list[d.Line]:
-    kinds = (d.LineKind.BASE_FEE, d.LineKind.PRORATION_CREDIT)
-    return [
-        li
-        for li in lines_from_json(raw)
-        if li.kind in kinds
-        and li.period_start is not None
-        and li.period_end is not None
-        and li.period_start >= period_start
-        and li.period_end <= period_end
-    ]
+    return d.fees_within(lines_from_json(raw), period_start, period_end)
 
 
 class InvoicingRepository:

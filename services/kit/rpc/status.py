@@ -63,3 +63,36 @@ def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+def error_from_call(error: grpc.aio.AioRpcError) -> errors.TallyError | None:
+    """The TallyError another service answered with (the inverse of ``to_status``),
+    so a service that relays a call answers its caller with the same code,
+    reason, metadata and field violations; None for a status no TallyError maps
+    to (INTERNAL, DEADLINE_EXCEEDED...), which the caller decides about."""
+    kind = next((k for k, code in _CODES if code == error.code()), None)
+    if kind is None:
+        return None
+    reason, metadata = error.code().name, {}
+    violations: list[errors.FieldViolation] = []
+    try:
+        rich = rpc_status.from_call(error)
+    except ValueError:
+        rich = None  # details that contradict the code are not trusted
+    for detail in rich.details if rich is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [
+                errors.FieldViolation(v.field, v.description) for v in bad.field_violations
+            ]
+    message = error.details() or reason
+    if kind is errors.InvalidArgument:
+        return errors.InvalidArgument(
+            message=message, reason=reason, metadata=metadata, violations=tuple(violations)
+        )
+    return kind(message=message, reason=reason, metadata=metadata)
