@@ -66,6 +66,7 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 # proto says HTML unless PDF is asked for); any other HttpBody is octet-stream.
 HTTP_BODY_MEDIA_TYPES: dict[str, tuple[str, ...]] = {
     "tally.invoicing.v1.InvoicingService.RenderInvoice": ("text/html", "application/pdf"),
+    "tally.invoicing.v1.InvoicingService.RenderInvoicePdf": ("application/pdf",),
 }
 
 _PARAM = re.compile(r"\{([^}=]+)(=[^}]*)?\}")

@@ -4,6 +4,8 @@ which response metadata becomes an HTTP header."""
 from __future__ import annotations
 
 from gateway.descriptors import http_bindings
+from gateway.docs import GATEWAY_ROUTES
+from gateway.openapi import openapi_document
 from gateway.transcoding import Router, answers_document, forwarded_headers
 
 ROUTER = Router(http_bindings())
@@ -37,3 +39,10 @@ def test_only_the_content_disposition_is_passed_on() -> None:
     }
     assert forwarded_headers(None) == {}
     assert forwarded_headers(()) == {}
+
+
+def test_openapi_says_the_pdf_route_answers_a_pdf() -> None:
+    paths = openapi_document(GATEWAY_ROUTES)["paths"]
+    for group in ("portal", "super-admin"):
+        get = paths[f"/{group}/billing/v1/invoices/{{invoice_id}}:pdf"]["get"]
+        assert list(get["responses"]["200"]["content"]) == ["application/pdf"]
