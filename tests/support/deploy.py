@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 SCHEMAS = DEPLOY / "schemas"
 K8S_SCHEMAS = SCHEMAS / "kubernetes-v1.37.0-local-strict"
-PROCESSES = (*SERVICE_NAMES, "gateway")
+PROCESSES = (*SERVICE_NAMES, "gateway", "console")
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error},
 # ${NAME:+alt}, ${NAME+alt}, $NAME; $$ is a literal $ for the container.
@@ -166,6 +166,10 @@ def settings_classes(process: str) -> list[type[CommonSettings]]:
     """Every settings class the process reads: the kit's and the service's own."""
     if process == "gateway":
         return [GatewaySettings]
+    if process == "console":
+        from console.settings import ConsoleSettings
+
+        return [ConsoleSettings]
     for module in (f"services.{process}.bootstrap", f"services.{process}.settings"):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module)
