@@ -22,7 +22,8 @@ class ConsoleSettings(CommonSettings):
     # One gateway call may take this long; a page makes a handful, some at once.
     gateway_timeout_seconds: float = Field(default=5.0, gt=0)
     session_secret: str = DEV_SESSION_SECRET
-    # Secure cookies need https; `make run` serves plain http on 127.0.0.1.
+    # Secure cookies need https: off for `make run` (plain http on 127.0.0.1),
+    # on by default in production.
     session_https_only: bool = False
     session_max_age_seconds: int = Field(default=8 * 3600, gt=0)
     # Read from TALLY_PROFILE only, as the gateway does: `dev` shows the dev sign-in page.
@@ -42,6 +43,8 @@ class ConsoleSettings(CommonSettings):
             or self.session_secret == DEV_SESSION_SECRET
         ):
             raise ValueError("TALLY_PROFILE=production needs a CONSOLE_SESSION_SECRET of your own")
+        if self.profile == "production" and "session_https_only" not in self.model_fields_set:
+            self.session_https_only = True
         return self
 
     @property
