@@ -34,7 +34,7 @@ class Chart:
     metric: str
     points: tuple[Point, ...]
     peak: Decimal  # the value at the top of the plot area
-    total: Decimal  # the last plotted value (the period so far for running totals)
+    total: Decimal  # the period so far: a running total's end, or a MAX metric's peak
     limit: Decimal | None
     limit_y: Decimal | None
     over_limit: bool
@@ -75,7 +75,11 @@ def usage_chart(
         Point(_round(PAD + step * i), y_of(value), when, value)
         for i, ((when, _), value) in enumerate(zip(buckets, values, strict=True))
     )
-    total = values[-1] if values else Decimal(0)
+    # The period's figure: a running total's end, a peak metric's highest bucket.
+    if aggregation == "AGGREGATION_MAX":
+        total = max(values, default=Decimal(0))
+    else:
+        total = values[-1] if values else Decimal(0)
     return Chart(
         metric=metric,
         points=points,

@@ -110,7 +110,7 @@ def mint_dev_token(settings: ConsoleSettings, org_id: str, role: str) -> str:
     staff = "roles" in claims
     return issue_dev_token(
         settings.dev_token_secret,
-        subject=f"dev-{role}" if staff else f"dev-{role}@{org_id}",
+        subject=f"dev-{role}",
         audience=settings.dev_token_audience,
         issuer=settings.dev_token_issuer,
         ttl_seconds=settings.dev_token_ttl_seconds,
