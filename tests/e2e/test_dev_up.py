@@ -5,31 +5,15 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from services.kit.settings import SERVICE_NAMES
-from tests.support.devup import dev_up_env, healthz, processes_using, start_dev_up
+from tests.support.devup import DevUp, dev_up_env, healthz, processes_using, start_dev_up
 
 pytestmark = pytest.mark.e2e
-
-
-def _wait_healthy(proc: subprocess.Popen[str], port: int, timeout: float = 90) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            status, body = healthz(port)
-            if status == 200:
-                return body
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("gateway /healthz never answered 200")
 
 
 def test_dev_up_serves_every_service_and_stops_without_orphans(tmp_path: Path) -> None:
@@ -38,17 +22,20 @@ def test_dev_up_serves_every_service_and_stops_without_orphans(tmp_path: Path) -
 
     seeded_subscriptions: list[str] = []
     for run in (1, 2):  # the second run reuses the data of the first
-        proc = start_dev_up(data_dir, env)
+        up = DevUp.start(data_dir, env)
         try:
-            body = _wait_healthy(proc, gateway_port)
+            up.wait_for("Tally is up")  # seeded: a signal before this would stop the seed
+            status, body = healthz(gateway_port)
+            assert status == 200, body
             assert body["services"] == {s: "SERVING" for s in SERVICE_NAMES}
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{gateway_port}/openapi.json", timeout=5
             ) as r:
                 assert json.loads(r.read())["openapi"].startswith("3.")
         finally:
-            proc.send_signal(signal.SIGINT)
-            output, _ = proc.communicate(timeout=60)
+            up.proc.send_signal(signal.SIGINT)
+            up.wait_exit(60)
+        proc, output = up.proc, up.output
         assert proc.returncode == 130, output  # 128 + SIGINT, as a shell reports Ctrl-C
         assert "Tally is up" in output
         assert f"http://127.0.0.1:{gateway_port}" in output

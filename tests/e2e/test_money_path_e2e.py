@@ -544,6 +544,13 @@ def valid_body(world: World, path: str) -> dict[str, Any]:
     return {}
 
 
+def valid_query(world: World, path: str) -> dict[str, str]:
+    """Query parameters that make a GET valid but for whose resource it names."""
+    if path.endswith(":previewPlanChange"):
+        return {"packageId": world.packages["pro"]}
+    return {}
+
+
 async def test_other_orgs_resources_are_not_found(world: World) -> None:
     """Org B's token on org A's invoices, payments, memos and subscription: 404, no change."""
     http = world.http
@@ -572,6 +579,7 @@ async def test_other_orgs_resources_are_not_found(world: World) -> None:
             binding.verb.upper(),
             path,
             headers=portal_headers("org_b"),
+            params=valid_query(world, path),
             **({"json": valid_body(world, path)} if binding.body else {}),
         )
         assert r.status_code == 404, (binding.verb, path, r.status_code, r.text)

@@ -216,12 +216,17 @@ async def services(database_url: str, nats_url: str) -> AsyncIterator[dict[str, 
         mp.setenv("PAYMENTS_STRIPE_API_KEY", DEFAULT_API_KEY)
         mp.setenv("PAYMENTS_STRIPE_API_BASE", emulator.base_url)
         mp.setenv("PAYMENTS_STRIPE_WEBHOOK_SECRET", DEFAULT_WEBHOOK_SECRET)
-        runtimes = {
-            s: await stack.enter_async_context(
+        runtimes: dict[str, ServiceRuntime] = {}
+        for s in SERVICE_NAMES:
+            if s == "invoicing":
+                # A quote asks subscriptions to check the change, as in production.
+                mp.setenv(
+                    "INVOICING_SUBSCRIPTIONS_ADDR", f"127.0.0.1:{runtimes['subscriptions'].port}"
+                )
+                mp.setenv("INVOICING_USAGE_ADDR", f"127.0.0.1:{runtimes['usage'].port}")
+            runtimes[s] = await stack.enter_async_context(
                 service_in_process(s, database_url, nats_url, outbox_poll_seconds=0.05)
             )
-            for s in SERVICE_NAMES
-        }
         yield runtimes
 
 
@@ -243,6 +248,19 @@ async def row_counts(database_url: str) -> dict[str, int]:
         }
     finally:
         await conn.close()
+
+
+async def audited_successes(database_url: str) -> int:
+    """Audit rows of mutations that took effect, in every service's schema."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        counts = [
+            await conn.fetchval(f"SELECT count(*) FROM {s}.audit_entry WHERE status_code = 'OK'")
+            for s in SERVICE_NAMES
+        ]
+    finally:
+        await conn.close()
+    return sum(counts)
 
 
 async def settled_counts(database_url: str) -> dict[str, int]:
@@ -336,6 +354,7 @@ async def test_every_rpc_answers_bad_input_clearly_and_writes_nothing(
         # so the refused requests go again between two counts of every table.
         refused = [p for p, a in first if a.code != grpc.StatusCode.OK]
         before = await settled_counts(database_url)
+        before_successes = await audited_successes(database_url)
         again = await answers(channels, refused)
         after = await settled_counts(database_url)
     finally:
@@ -345,5 +364,8 @@ async def test_every_rpc_answers_bad_input_clearly_and_writes_nothing(
     assert len(refused) > 300
     assert problems == [], "\n".join(problems)
     assert [str(p) for p, a in again if a.code == grpc.StatusCode.OK] == []
+    # The audit trail records each refusal with its reason (docs/gateway.md,
+    # "Audit trail"); nothing else may change, and no refusal reads as a success.
     written = {t: (before[t], after[t]) for t in before if before[t] != after[t]}
-    assert written == {}
+    assert {t: n for t, n in written.items() if not t.endswith(".audit_entry")} == {}
+    assert await audited_successes(database_url) == before_successes

@@ -135,21 +135,17 @@ def plan_change_lines(
     credit_secs = min(seconds_between(t, end), paid_old)
     if old.in_advance and old.base_fee != 0 and credit_secs > 0:
         nominal = nominal_seconds(period_start, end, old.interval)
-        exact = -prorate(old.base_fee, credit_secs, nominal)
         lines.append(
-            Line(
-                line_id=new_id(),
+            _fee_line(
+                new_id,
+                old,
+                t,
+                end,
+                credit_secs,
+                nominal,
+                currency,
                 kind=LineKind.PRORATION_CREDIT,
-                description=f"{old.name} unused base fee (prorated {credit_secs}/{nominal} s)",
-                amount_minor=round_to_minor(exact, currency),
-                unrounded=exact,
-                unit_amount=old.base_fee,
-                package_version_id=old.package_version_id,
-                period_start=t,
-                period_end=end,
-                seconds_used=credit_secs,
-                seconds_in_period=nominal,
-                full_amount=old.base_fee,
+                sign=-1,
             )
         )
     active_from = max(t, trial_end) if trial_end else t
@@ -157,23 +153,7 @@ def plan_change_lines(
     secs = seconds_between(active_from, end) if active_from < end else 0
     if new.in_advance and new.base_fee != 0 and secs > 0:
         nominal = nominal_seconds(period_start, end, new.interval)
-        exact = prorate(new.base_fee, secs, nominal)
-        lines.append(
-            Line(
-                line_id=new_id(),
-                kind=LineKind.BASE_FEE,
-                description=f"{new.name} base fee (prorated {secs}/{nominal} s)",
-                amount_minor=round_to_minor(exact, currency),
-                unrounded=exact,
-                unit_amount=new.base_fee,
-                package_version_id=new.package_version_id,
-                period_start=active_from,
-                period_end=end,
-                seconds_used=secs,
-                seconds_in_period=nominal,
-                full_amount=new.base_fee,
-            )
-        )
+        lines.append(_fee_line(new_id, new, active_from, end, secs, nominal, currency))
     return lines
 
 

@@ -65,7 +65,13 @@ def client_package(
     source = root / "openapi.json"
     source.write_text(json.dumps(document))
     config = Config.from_sources(
-        ConfigFile(package_name_override=PACKAGE, post_hooks=[]),
+        # The generator reads a document as bytes only when told its media
+        # type is binary: how a client author configures it for the PDF routes.
+        ConfigFile(
+            package_name_override=PACKAGE,
+            post_hooks=[],
+            content_type_overrides={"application/pdf": "application/octet-stream"},
+        ),
         MetaType.NONE,
         source,
         "utf-8",
