@@ -19,6 +19,8 @@ from gateway.app import create_app
 from gateway.descriptors import HttpBinding, http_bindings, service_descriptor
 from gateway.docs import GATEWAY_ROUTES
 from gateway.openapi import openapi_document, openapi_path
+from gateway.openapi.parameters import route_parameters
+from gateway.openapi.schemas import Schemas
 from gateway.problems import Problem
 from tests.support.gateway import gateway_client, gateway_settings
 
@@ -115,7 +117,7 @@ def test_nested_fields_are_dotted_and_repeated_ones_exploded_arrays() -> None:
     # No GET of today's protos has either, so PreviewCharge's request bound to a GET.
     method = service_descriptor("invoicing").methods_by_name["PreviewCharge"]
     binding = HttpBinding("invoicing", method, "get", "/super-admin/billing/v1/charges:try", "")
-    parameters = {p["name"]: p for p in openapi._parameters(binding, openapi._Schemas())}
+    parameters = {p["name"]: p for p in route_parameters(binding, Schemas())}
     unit = parameters["charge.standard.unitAmount"]
     assert unit["schema"] == {"type": "string"}
     values = parameters["eventValues"]
