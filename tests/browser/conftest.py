@@ -1,4 +1,9 @@
-"""One seeded suite (console included) and one chromium per module; a fresh page per test."""
+"""One seeded suite (console included) and one chromium per test process; a fresh page per test.
+
+Every browser test module shares them (a suite takes ~35 s to start and
+seed), so a test must not rely on what another module's tests change: each
+module works on orgs of its own (see the module docstrings).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,13 @@ from playwright.sync_api import Browser, Page
 from tests.support.console import World, chromium, seeded_suite
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with seeded_suite(Path(tmp_path_factory.mktemp("console-suite"))) as world:
         yield world
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     with chromium() as browser:
         yield browser
