@@ -23,9 +23,10 @@ from services.kit.settings import SERVICE_NAMES
 def dev_up_env(**extra: str) -> tuple[dict[str, str], int]:
     """The caller's environment, minus its URLs and ports, on free ports; and the gateway's."""
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_URL", "_PORT", "_ADDR"))}
-    ports = iter(free_ports(1 + 2 * len(SERVICE_NAMES)))
+    ports = iter(free_ports(2 + 2 * len(SERVICE_NAMES)))
     gateway_port = next(ports)
     env["GATEWAY_HTTP_PORT"] = str(gateway_port)
+    env["CONSOLE_HTTP_PORT"] = str(next(ports))
     for service in SERVICE_NAMES:
         env[f"{service.upper()}_GRPC_PORT"] = str(next(ports))
         env[f"{service.upper()}_HTTP_PORT"] = str(next(ports))
