@@ -28,8 +28,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console import admin, portal
-from console.gateway import Gateway, Problem, Unavailable, valid_request_id
+from console import admin, admin_audit, admin_orgs, portal
+from console.gateway import ADMIN, Gateway, Problem, Unavailable, valid_request_id
 from console.money import format_money
 from console.session import (
     CSRF_FIELD,
@@ -149,6 +149,32 @@ class Console:
         request.state.portal_enabled = enabled
         return enabled
 
+    async def admin_off(self, request: Request) -> bool:
+        """After a 404 on an admin page: is the admin group off for this staff member?
+
+        No call on the happy path: an admin page whose gateway call succeeded
+        has shown the group is on. Only a 404 asks a list route, which has no
+        "not found" of its own, so its 404 can only be the gateway's flag
+        (docs/gateway.md "Flags by cohort": off or outside the cohort).
+        """
+        principal = self.principal(request)
+        if principal is None or not principal.staff or not request.url.path.startswith("/admin"):
+            return False
+        try:
+            await self.gateway.get(
+                f"{ADMIN}/invoices",
+                principal.token,
+                self.request_id(request),
+                {"pageSize": "1", "omitLines": "true"},
+            )
+        except Problem as problem:
+            if problem.status == 404:
+                request.state.admin_enabled = False
+                return True
+        except Unavailable:
+            pass
+        return False
+
     def render(
         self,
         request: Request,
@@ -163,6 +189,8 @@ class Console:
             "csrf_token": csrf_token(request) if "session" in request.scope else "",
             "dev_sign_in": self.settings.dev_sign_in,
             "portal_nav": bool(getattr(request.state, "portal_enabled", False)),
+            # Shown unless the gateway has said the admin group is off (admin_off).
+            "admin_nav": getattr(request.state, "admin_enabled", True) is not False,
             "unavailable_text": UNAVAILABLE_TEXT,
             "banner": None,
             **(context or {}),
@@ -263,6 +291,8 @@ def create_app(
         if exc.status == 403:
             return console.forbidden(request, "", exc.detail)
         if exc.status == 404:
+            if await console.admin_off(request):
+                return console.render(request, "admin_off.html", status_code=404)
             return console.render(request, "not_found.html", status_code=404)
         return console.render(request, "error.html", {"problem": exc}, status_code=exc.status)
 
@@ -277,6 +307,8 @@ def create_app(
         Route("/sign-out", sign_out, methods=["POST"]),
         *portal.routes(console),
         *admin.routes(console),
+        *admin_orgs.routes(console),
+        *admin_audit.routes(console),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(

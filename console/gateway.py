@@ -23,6 +23,8 @@ PORTAL = "/portal/billing/v1"
 ADMIN = "/super-admin/billing/v1"
 # What the gateway accepts as X-Request-Id (gateway/app.py); anything else it replaces.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Query parameters: a mapping, or pairs when a key repeats (the audit route's service=).
+Params = Mapping[str, str] | tuple[tuple[str, str], ...]
 # The gateway answers these when a service is away (503), too slow (504) or
 # when something between us is (502): the banner, not an error next to a field.
 UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
@@ -42,7 +44,17 @@ def segment(value: str) -> str:
 
 
 class Unavailable(Exception):
-    """The gateway, or the service behind it, cannot answer now."""
+    """The gateway, or the service behind it, cannot answer now.
+
+    ``detail`` and ``reason`` are the gateway's problem+json when it sent one
+    (a 503 ``AUDIT_UNAVAILABLE`` names the service that is away); empty when
+    the gateway itself could not be reached.
+    """
+
+    def __init__(self, message: str, detail: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.reason = reason
 
 
 @dataclass
@@ -110,7 +122,7 @@ class Gateway:
         path: str,
         token: str,
         request_id: str,
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}", "X-Request-Id": request_id}
@@ -121,13 +133,14 @@ class Gateway:
         except httpx.HTTPError as exc:  # refused, reset, timed out: all mean "not now"
             raise Unavailable(str(exc) or type(exc).__name__) from exc
         if response.status_code in UNAVAILABLE_STATUSES:
-            raise Unavailable(f"{method} {path}: {response.status_code}")
+            said = Problem.from_response(response)
+            raise Unavailable(f"{method} {path}: {response.status_code}", said.detail, said.reason)
         if response.status_code >= 400:
             raise Problem.from_response(response)
         return response
 
     async def get(
-        self, path: str, token: str, request_id: str, params: Mapping[str, str] | None = None
+        self, path: str, token: str, request_id: str, params: Params | None = None
     ) -> dict[str, Any]:
         answer: dict[str, Any] = (await self._send("GET", path, token, request_id, params)).json()
         return answer
