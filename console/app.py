@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console import admin, admin_audit, admin_orgs, portal
+from console import admin, admin_audit, admin_orgs, portal, portal_plans
 from console.gateway import ADMIN, Gateway, Problem, Unavailable, valid_request_id
 from console.money import format_money
 from console.session import (
@@ -306,6 +306,7 @@ def create_app(
         Route("/sign-in", sign_in_page, methods=["GET", "POST"]),
         Route("/sign-out", sign_out, methods=["POST"]),
         *portal.routes(console),
+        *portal_plans.routes(console),
         *admin.routes(console),
         *admin_orgs.routes(console),
         *admin_audit.routes(console),

@@ -23,9 +23,13 @@ def major_amount(amount_minor: int, currency_code: str) -> Decimal:
 
 
 def format_amount(amount_minor: int, currency_code: str) -> str:
-    exponent = minor_units(currency_code)
-    value = major_amount(amount_minor, currency_code)
-    digits = f"{abs(value):,.{exponent}f}"
+    return _shown(
+        major_amount(amount_minor, currency_code), minor_units(currency_code), currency_code
+    )
+
+
+def _shown(value: Decimal, places: int, currency_code: str) -> str:
+    digits = f"{abs(value):,.{places}f}"
     symbol = _SYMBOLS.get(currency_code)
     text = f"{symbol}{digits}" if symbol else f"{digits} {currency_code}"
     return f"-{text}" if value < 0 else text
@@ -39,3 +43,19 @@ def format_money(money: Mapping[str, Any] | None, default_currency: str = "") ->
     if not code:
         return "—"
     return format_amount(int(money.get("amountMinor") or 0), code)
+
+
+def format_price(amount: object, currency_code: str) -> str:
+    """A decimal price string ("49.00", "0.002") in major units, exactly as priced.
+
+    Catalog prices may go below the minor unit (usage is often sub-cent), so
+    the currency's decimals are a minimum, never a rounding.
+    """
+    try:
+        value = Decimal(str(amount)) if amount not in (None, "") else Decimal(0)
+        exponent = value.normalize().as_tuple().exponent
+        if not isinstance(exponent, int):  # NaN and infinities are no price
+            return "—"
+        return _shown(value, max(minor_units(currency_code), -exponent), currency_code)
+    except (ArithmeticError, ValueError):  # not a number, or not a currency
+        return "—"
