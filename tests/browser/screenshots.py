@@ -42,6 +42,12 @@ def take(world: World, page: Page) -> None:
     _shoot(page, "admin-invoice")
     page.goto(f"{url}/admin/invoices/{open_invoice['invoiceId']}/void")
     _shoot(page, "admin-void-confirm")
+    page.goto(f"{url}/admin/subscriptions?org=org_demo")
+    _shoot(page, "admin-subscription")
+    page.goto(f"{url}/admin/orgs/org_hooli")
+    _shoot(page, "admin-org-context")
+    page.goto(f"{url}/admin/audit")
+    _shoot(page, "admin-audit")
 
 
 def main() -> int:

@@ -44,9 +44,17 @@ class World:
     def console_url(self) -> str:
         return self.suite.console_url
 
-    def gateway(self, method: str, path: str, auth: str, **kwargs: Any) -> httpx.Response:
+    def gateway(
+        self,
+        method: str,
+        path: str,
+        auth: str,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        sent = {**(headers or {}), "Authorization": f"Bearer {auth}"}
         with httpx.Client(base_url=self.suite.gateway_url, timeout=10) as http:
-            return http.request(method, path, headers={"Authorization": f"Bearer {auth}"}, **kwargs)
+            return http.request(method, path, headers=sent, **kwargs)
 
     def invoices(self, org: str, state: str | None = None) -> list[dict[str, Any]]:
         params = {"pageSize": "100", "omitLines": "true"}
