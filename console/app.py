@@ -28,7 +28,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from console import admin, admin_audit, admin_orgs, portal, portal_plans
+from console import (
+    admin,
+    admin_audit,
+    admin_orgs,
+    portal,
+    portal_plans,
+    portal_profile,
+    portal_usage,
+)
 from console.gateway import ADMIN, Gateway, Problem, Unavailable, valid_request_id
 from console.money import format_money
 from console.session import (
@@ -307,6 +315,8 @@ def create_app(
         Route("/sign-out", sign_out, methods=["POST"]),
         *portal.routes(console),
         *portal_plans.routes(console),
+        *portal_usage.routes(console),
+        *portal_profile.routes(console),
         *admin.routes(console),
         *admin_orgs.routes(console),
         *admin_audit.routes(console),

@@ -40,6 +40,10 @@ class Chart:
     over_limit: bool
     width: Decimal = WIDTH
     height: Decimal = HEIGHT
+    # What the total covers and how a point's time reads (hour buckets need the hour).
+    span: str = "this period"
+    time_format: str = "%Y-%m-%d"
+    limit_note: str = "(no limit)"  # shown without a limit; empty where a limit means nothing
 
     @property
     def polyline(self) -> str:
@@ -55,12 +59,23 @@ def usage_chart(
     buckets: Sequence[tuple[datetime, Decimal]],
     aggregation: str,
     limit: Decimal | None = None,
+    *,
+    running_total: bool = True,
+    span: str = "this period",
+    time_format: str = "%Y-%m-%d",
+    limit_note: str = "(no limit)",
 ) -> Chart:
-    """Lay out ``buckets`` (start, value) in time order, with the limit as a line."""
+    """Lay out ``buckets`` (start, value) in time order, with the limit as a line.
+
+    ``running_total=False`` draws each bucket's own value (the usage page's
+    time series); the total is then still the window's figure: the sum of a
+    COUNT or SUM metric's buckets.
+    """
+    cumulative = running_total and aggregation in CUMULATIVE
     values: list[Decimal] = []
     running = Decimal(0)
     for _, value in buckets:
-        running = running + value if aggregation in CUMULATIVE else value
+        running = running + value if cumulative else value
         values.append(running)
     highest = max([*values, limit or Decimal(0), Decimal(0)])
     # Headroom above the highest of data and limit; 1 when everything is zero.
@@ -78,6 +93,8 @@ def usage_chart(
     # The period's figure: a running total's end, a peak metric's highest bucket.
     if aggregation == "AGGREGATION_MAX":
         total = max(values, default=Decimal(0))
+    elif aggregation in CUMULATIVE and not cumulative:
+        total = sum(values, Decimal(0))
     else:
         total = values[-1] if values else Decimal(0)
     return Chart(
@@ -88,4 +105,7 @@ def usage_chart(
         limit=limit,
         limit_y=y_of(limit) if limit is not None else None,
         over_limit=limit is not None and total > limit,
+        span=span,
+        time_format=time_format,
+        limit_note=limit_note,
     )

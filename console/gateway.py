@@ -153,6 +153,14 @@ class Gateway:
         ).json()
         return answer
 
+    async def patch(
+        self, path: str, token: str, request_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        answer: dict[str, Any] = (
+            await self._send("PATCH", path, token, request_id, body=body)
+        ).json()
+        return answer
+
     async def document(self, path: str, token: str, request_id: str) -> Document:
         response = await self._send("GET", path, token, request_id)
         return Document(
