@@ -34,6 +34,12 @@ def take(world: World, page: Page) -> None:
     (invoice, *_) = world.invoices("org_demo")
     page.goto(f"{url}/portal/invoices/{invoice['invoiceId']}")
     _shoot(page, "portal-invoice")
+    page.goto(f"{url}/portal/plan")
+    _shoot(page, "portal-plan")
+    # The quote only: nothing changes until its confirm form is posted.
+    page.locator("[data-choose=growth] button").click()
+    page.wait_for_load_state()
+    _shoot(page, "portal-plan-quote")
     page.context.clear_cookies()
     sign_in(page, url, "org_demo", "billing_admin")
     _shoot(page, "admin-invoices")
