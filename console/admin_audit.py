@@ -8,7 +8,7 @@ the banner with the gateway's words, which name the service that is away.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from console.gateway import ADMIN, Problem, Unavailable
 from console.pages import FORM_STATUSES, staff_principal
+from console.timeline import parse_time
 from services.kit.settings import SERVICE_NAMES
 
 if TYPE_CHECKING:
@@ -30,12 +31,8 @@ AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
 
 def rfc3339(text: str) -> str | None:
     """A typed time as the gateway's RFC 3339 in UTC; None when it is not a time."""
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    when = parse_time(text.strip())
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z") if when else None
 
 
 def query(values: dict[str, str]) -> tuple[list[tuple[str, str]], dict[str, str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +24,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 @dataclass(frozen=True)
 class Event:
     when: datetime
-    kind: str  # created, started, plan_changed, canceled, ..., invoice_finalized, payment_failed
+    kind: str  # created, plan_changed, period_closed, invoice_finalized, payment_failed, ...
     text: str
     link: str = ""
 
@@ -55,34 +56,61 @@ def _subscription_events(subscription: Json) -> Iterable[Event]:
     # A backdated migration starts before it is created: both moments matter.
     if started and started != parse_time(subscription.get("createTime")):
         yield Event(started, "started", "Subscription started")
-    if when := parse_time(subscription.get("trialEndTime")):
-        yield Event(when, "trial_end", "Trial end")
     if (when := parse_time(subscription.get("cancelTime"))) and not subscription.get(
         "cancelAtPeriodEnd"
     ):
         yield Event(when, "canceled", "Subscription canceled")
-    if when := parse_time(subscription.get("pauseTime")):
-        yield Event(when, "paused", "Subscription paused")
 
 
 def _schedule_events(schedules: Iterable[Json]) -> Iterable[Event]:
+    """Pending and withdrawn entries; an applied one shows as the segment it started."""
     for entry in schedules:
         action = _words(entry.get("action"), "SCHEDULE_ACTION_")
         state = str(entry.get("state", ""))
-        if state == "SCHEDULE_STATE_APPLIED":
-            when = parse_time(entry.get("resolveTime")) or parse_time(entry.get("effectiveTime"))
-            kind = "plan_changed" if "change" in action else "canceled"
-            text = "Plan changed" if kind == "plan_changed" else "Cancellation applied"
-        elif state == "SCHEDULE_STATE_CANCELED":
+        if state == "SCHEDULE_STATE_CANCELED":
             when = parse_time(entry.get("resolveTime"))
             kind, text = "schedule_withdrawn", f"Scheduled {action} withdrawn"
-        else:
+        elif state == "SCHEDULE_STATE_PENDING":
             when = parse_time(entry.get("createTime"))
             effective = parse_time(entry.get("effectiveTime"))
             on = f" for {effective:%Y-%m-%d}" if effective else ""
             kind, text = "schedule_pending", f"{action.capitalize()} scheduled{on}"
+        else:
+            continue
         if when:
             yield Event(when, kind, text)
+
+
+_SEGMENT_CHANGES = {
+    ("SEGMENT_KIND_TRIAL", "SEGMENT_KIND_ACTIVE"): ("trial_ended", "Trial ended"),
+    ("SEGMENT_KIND_ACTIVE", "SEGMENT_KIND_PAUSED"): ("paused", "Subscription paused"),
+    ("SEGMENT_KIND_PAUSED", "SEGMENT_KIND_ACTIVE"): ("resumed", "Subscription resumed"),
+}
+
+
+def _segment_events(periods: Iterable[Json]) -> Iterable[Event]:
+    """Plan changes (now or at period end), trial ends, pauses and resumes.
+
+    The periods' segments are the one record of every change, whether it came
+    from a ChangePlan now, an applied schedule or the clock: one segment
+    starts where the version or the kind changed, so consecutive segments
+    across all periods tell the whole story once.
+    """
+    segments = sorted(
+        (
+            (when, segment)
+            for period in periods
+            for segment in period.get("segments") or []
+            if (when := parse_time(segment.get("startTime")))
+        ),
+        key=lambda pair: pair[0],
+    )
+    for (_, before), (when, after) in pairwise(segments):
+        if before.get("packageVersionId") != after.get("packageVersionId"):
+            plan = f"{after.get('packageCode', '')} v{after.get('packageVersion', '')}"
+            yield Event(when, "plan_changed", f"Plan changed to {plan}")
+        elif change := _SEGMENT_CHANGES.get((str(before.get("kind")), str(after.get("kind")))):
+            yield Event(when, *change)
 
 
 def _period_events(periods: Iterable[Json]) -> Iterable[Event]:
@@ -141,9 +169,11 @@ def timeline(
     payments: Iterable[Json] = (),
 ) -> list[Event]:
     """Every event of the subscription, newest first (ties in a fixed order)."""
+    periods = list(periods)  # read twice: segments and closes
     events = [
         *_subscription_events(subscription),
         *_schedule_events(schedules),
+        *_segment_events(periods),
         *_period_events(periods),
         *_invoice_events(invoices),
         *_payment_events(payments),

@@ -93,6 +93,38 @@ def test_an_open_period_and_a_pending_schedule_are_not_history() -> None:
     assert events[0].text == "Cancel scheduled for 2026-09-01"
 
 
+def test_each_change_shows_once_from_the_periods_segments() -> None:
+    def segment(version: str, kind: str, start: int, end: int) -> dict[str, object]:
+        return {
+            "packageVersionId": version,
+            "packageCode": "growth",
+            "packageVersion": version,
+            "kind": f"SEGMENT_KIND_{kind}",
+            "startTime": at(start),
+            "endTime": at(end),
+        }
+
+    periods = [  # newest first, as ListBillingPeriods answers
+        {"closed": False, "segments": [segment("2", "ACTIVE", 200, 250),
+                                       segment("2", "PAUSED", 250, 300)]},
+        {"closed": True, "closeTime": at(200), "periodStartTime": at(0),
+         "periodEndTime": at(200), "segments": [segment("1", "TRIAL", 0, 50),
+                                                segment("1", "ACTIVE", 50, 120),
+                                                segment("2", "ACTIVE", 120, 200)]},
+    ]  # fmt: skip
+    applied = {"action": "SCHEDULE_ACTION_CHANGE_PLAN", "state": "SCHEDULE_STATE_APPLIED",
+               "createTime": at(10), "resolveTime": at(120)}  # fmt: skip
+    events = timeline({"createTime": at(0)}, [applied], periods)
+    assert [(e.kind, e.when) for e in events] == [
+        ("paused", BASE + timedelta(seconds=250)),
+        ("period_closed", BASE + timedelta(seconds=200)),
+        ("plan_changed", BASE + timedelta(seconds=120)),
+        ("trial_ended", BASE + timedelta(seconds=50)),
+        ("created", BASE),
+    ]
+    assert events[2].text == "Plan changed to growth v2"
+
+
 def test_the_audit_form_becomes_the_gateways_query() -> None:
     params, errors = query(
         {
