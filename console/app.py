@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from console import (
     admin,
     admin_audit,
+    admin_catalog,
     admin_orgs,
     portal,
     portal_plans,
@@ -320,6 +321,7 @@ def create_app(
         *admin.routes(console),
         *admin_orgs.routes(console),
         *admin_audit.routes(console),
+        *admin_catalog.routes(console),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(

@@ -58,6 +58,12 @@ def take(world: World, page: Page) -> None:
     _shoot(page, "admin-org-context")
     page.goto(f"{url}/admin/audit")
     _shoot(page, "admin-audit")
+    page.goto(f"{url}/admin/catalog")
+    _shoot(page, "admin-catalog")
+    page.locator("tr[data-package=growth] a").click()
+    page.locator('[name="preview.quantity"]').fill("250000")
+    page.get_by_role("button", name="Rate", exact=True).click()
+    _shoot(page, "admin-catalog-package")
 
 
 def main() -> int:
