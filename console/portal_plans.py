@@ -263,6 +263,11 @@ def routes(console: Console) -> list[BaseRoute]:
         ]
         names = {c.version_id: version_name({"name": c.name, "version": c.version}) for c in cards}
         pending = list((subscription or {}).get("pendingSchedules") or [])
+        if error and error.target not in {c.package_id for c in cards} | {
+            s["scheduleId"] for s in pending
+        }:
+            # Nothing on the page to show it next to (a crafted id): the top of the page.
+            error = FormError("", error.message, error.violations, error.request_id)
         targets = {
             s["targetPackageVersionId"]
             for s in pending

@@ -369,3 +369,19 @@ def test_a_price_is_shown_exactly_with_at_least_the_currencys_decimals(
     digits = re.sub(r"[$€¥,]| [A-Z]{3}$", "", shown)
     assert Decimal(digits) == value
     assert len(digits.partition(".")[2]) >= minor_units(code)
+
+
+async def test_a_refusal_about_no_package_on_the_page_is_shown_at_its_top(
+    portal: tuple[httpx.AsyncClient, FakeGateway],
+) -> None:
+    client, fake = portal
+    fake.refuse[f"{PORTAL}/subscriptions/sub_1:previewPlanChange"] = problem(
+        404, "PACKAGE_NOT_FOUND", "no published version of pkg_gone"
+    )
+    page = await client.get(
+        "/portal/plan/change", params={"package_id": "pkg_gone", "timing": "now"}
+    )
+    assert page.status_code == 404
+    assert '<p class="form-error" role="alert" data-refused="">This plan is not offered.</p>' in (
+        page.text
+    )
