@@ -33,6 +33,7 @@ from console import (
     admin_audit,
     admin_catalog,
     admin_orgs,
+    admin_usage,
     portal,
     portal_plans,
     portal_profile,
@@ -322,6 +323,7 @@ def create_app(
         *admin_orgs.routes(console),
         *admin_audit.routes(console),
         *admin_catalog.routes(console),
+        *admin_usage.routes(console),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(
