@@ -172,3 +172,57 @@ def test_support_sees_the_catalog_without_buttons_and_a_forged_publish_is_refuse
     assert forged.status == 403
     assert "Not allowed: your role may view the catalog but not change it" in forged.text()
     assert package(world, package_id)["state"] == "PACKAGE_STATE_DRAFT"
+
+
+def test_archiving_a_used_metric_is_refused_until_its_package_is_archived(
+    world: World, page: Page
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    metric = world.gateway(
+        "POST",
+        "/super-admin/billing/v1/metrics",
+        ADMIN,
+        json={
+            "metric": {"code": f"ui_gb_{suffix}", "name": "GB", "aggregation": "AGGREGATION_COUNT"}
+        },
+    )
+    assert metric.status_code == 200, metric.text
+    metric_id = metric.json()["metric"]["metricId"]
+    created = world.gateway(
+        "POST",
+        "/super-admin/billing/v1/packages",
+        ADMIN,
+        json={
+            "code": f"ui_gb_plan_{suffix}",
+            "draft": {
+                "name": "GB plan",
+                "currency_code": "JPY",
+                "billing_interval": "BILLING_INTERVAL_YEARLY",
+                "charges": [{"metric_id": metric_id, "standard": {"unit_amount": "3"}}],
+            },
+        },
+    )
+    assert created.status_code == 200, created.text
+    package_id = created.json()["package"]["packageId"]
+    published = world.gateway(
+        "POST", f"/super-admin/billing/v1/packages/{package_id}:publish", ADMIN, json={}
+    )
+    assert published.status_code == 200, published.text
+
+    sign_in(page, world.console_url, "org_demo", "billing_admin")
+    archive_metric = f"{world.console_url}/admin/catalog/metrics/{metric_id}/archive"
+    page.goto(archive_metric)
+    page.get_by_role("button", name="Archive this metric").click()
+    expect(page.get_by_role("alert")).to_contain_text(f"ui_gb_plan_{suffix}")
+
+    page.goto(f"{world.console_url}/admin/catalog/packages/{package_id}")
+    page.get_by_role("link", name="Archive…").click()
+    page.get_by_role("button", name="Archive this package").click()
+    expect(page.get_by_role("status")).to_have_text("Package archived.")
+    expect(page.locator("h1 [data-state]")).to_have_text("archived")
+    expect(page.get_by_role("button", name="Save draft")).to_have_count(0)
+
+    page.goto(archive_metric)
+    page.get_by_role("button", name="Archive this metric").click()
+    expect(page.get_by_role("status")).to_have_text("Metric archived.")
+    expect(page.locator(f"tr[data-metric=ui_gb_{suffix}] [data-state]")).to_have_text("archived")

@@ -1,0 +1,204 @@
+"""The catalog editor in-process, against a fake gateway answering as the real one."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from console.app import create_app
+from console.settings import ConsoleSettings
+from tests.support.gateway import token
+
+ADMIN = "/super-admin/billing/v1"
+AUTH = {"Authorization": f"Bearer {token(roles=['billing_admin'])}"}
+TIERS = "draft.charges[0].graduated.tiers"
+DRAFT = {
+    "packageVersionId": "pkv_1",
+    "version": 1,
+    "state": "PACKAGE_VERSION_STATE_DRAFT",
+    "name": "UI Pro",
+    "currencyCode": "USD",
+    "billingInterval": "BILLING_INTERVAL_MONTHLY",
+    "charges": [
+        {
+            "metricId": "met_1",
+            "graduated": {"tiers": [{"upTo": "100", "unitAmount": "0"}, {"unitAmount": "0.0125"}]},
+        }
+    ],
+}
+PACKAGE = {
+    "packageId": "pkg_1",
+    "code": "ui_pro",
+    "state": "PACKAGE_STATE_DRAFT",
+    "draftVersion": DRAFT,
+}
+
+
+class FakeGateway:
+    def __init__(self) -> None:
+        self.sent: list[httpx.Request] = []
+        self.answers: dict[tuple[str, str], httpx.Response] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        path = request.url.path
+        if (request.method, path) in self.answers:
+            return self.answers[(request.method, path)]
+        if path == f"{ADMIN}/packages/pkg_1":
+            return httpx.Response(200, json={"package": PACKAGE})
+        if path == f"{ADMIN}/packages/pkg_1/versions":
+            return httpx.Response(200, json={"packageVersions": [DRAFT]})
+        if path == f"{ADMIN}/metrics":
+            metric = {"metricId": "met_1", "code": "ui_calls", "state": "METRIC_STATE_ACTIVE"}
+            return httpx.Response(200, json={"metrics": [metric]})
+        return httpx.Response(200, json={})
+
+    def writes(self) -> list[httpx.Request]:
+        return [r for r in self.sent if r.method != "GET"]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeGateway, httpx.AsyncClient]]:
+    gateway = FakeGateway()
+    settings = ConsoleSettings(tally_profile="production", session_secret="s" * 40)  # type: ignore[call-arg]
+    app = create_app(settings, transport=httpx.MockTransport(gateway))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://console.test", headers=AUTH
+    ) as client:
+        yield gateway, client
+
+
+def hidden(html: str, name: str) -> str:
+    found = re.search(rf'name="{re.escape(name)}" value="([^"]*)"', html)
+    assert found, name
+    return found[1]
+
+
+async def editor_form(client: httpx.AsyncClient) -> dict[str, str]:
+    page = await client.get("/admin/catalog/packages/pkg_1")
+    assert page.status_code == 200
+    return {
+        "csrf_token": hidden(page.text, "csrf_token"),
+        "request_id": hidden(page.text, "request_id"),
+        "draft.name": "UI Pro",
+        "draft.currency_code": "USD",
+        "draft.billing_interval": "BILLING_INTERVAL_MONTHLY",
+        "draft.charges[0].metric_id": "met_1",
+        "draft.charges[0].model": "graduated",
+        "draft.charges[0].rendered_model": "graduated",
+        f"{TIERS}[0].up_to": "100",
+        f"{TIERS}[0].unit_amount": "0",
+        f"{TIERS}[1].up_to": "50",
+        f"{TIERS}[1].unit_amount": "0.01",
+        f"{TIERS}[2].unit_amount": "0.0125",
+    }
+
+
+async def test_a_refused_save_shows_the_violation_on_its_tier_and_keeps_the_request_id(
+    fake: tuple[FakeGateway, httpx.AsyncClient],
+) -> None:
+    gateway, client = fake
+    gateway.answers[("PATCH", f"{ADMIN}/packages/pkg_1")] = httpx.Response(
+        400,
+        json={
+            "status": 400,
+            "title": "Bad Request",
+            "violations": [{"field": f"{TIERS}[1].up_to", "description": "increasing order <b>"}],
+        },
+    )
+    form = await editor_form(client)
+    answer = await client.post("/admin/catalog/packages/pkg_1", data={**form, "action": "save"})
+    assert answer.status_code == 400
+    (patch,) = gateway.writes()
+    body = json.loads(patch.content)
+    assert patch.headers["x-request-id"] == body["request_id"] == form["request_id"]
+    assert [t.get("up_to") for t in body["draft"]["charges"][0]["graduated"]["tiers"]] == [
+        "100",
+        "50",
+        None,
+    ]
+    tier = re.search(r'<tr data-tier="1">.*?</tr>', answer.text, re.S)
+    assert tier and f'data-field="{TIERS}[1].up_to">increasing order &lt;b&gt;' in tier[0]
+    assert hidden(answer.text, "request_id") == form["request_id"]
+    assert hidden(answer.text, f"{TIERS}[1].up_to") == "50"
+
+
+async def test_row_buttons_only_re_render(fake: tuple[FakeGateway, httpx.AsyncClient]) -> None:
+    gateway, client = fake
+    form = await editor_form(client)
+    answer = await client.post(
+        "/admin/catalog/packages/pkg_1", data={**form, "action": "add_tier:0"}
+    )
+    assert answer.status_code == 200
+    assert gateway.writes() == []
+    assert len(re.findall(r"<tr data-tier=", answer.text)) == 4
+    assert hidden(answer.text, f"{TIERS}[3].unit_amount") == "0.0125"  # still the last
+
+
+async def test_the_cost_box_rates_the_typed_charge_under_its_own_request_id(
+    fake: tuple[FakeGateway, httpx.AsyncClient],
+) -> None:
+    gateway, client = fake
+    rated = {
+        "amount": "17.50",
+        "amountMinor": "1750",
+        "currencyCode": "USD",
+        "unroundedAmount": "17.5000",
+        "details": [{"description": "tier 2", "quantity": "1400", "amount": "17.5000"}],
+    }
+    gateway.answers[("POST", f"{ADMIN}/charges:preview")] = httpx.Response(200, json=rated)
+    form = await editor_form(client)
+    del form[f"{TIERS}[1].up_to"], form[f"{TIERS}[1].unit_amount"]
+    data = {**form, "action": "preview", "preview.charge": "0", "preview.quantity": "1500"}
+    answer = await client.post("/admin/catalog/packages/pkg_1", data=data)
+    assert answer.status_code == 200
+    (call,) = gateway.writes()
+    body = json.loads(call.content)
+    assert body["quantity"] == "1500" and body["currency_code"] == "USD"
+    assert body["charge"]["graduated"]["tiers"][0] == {"up_to": "100", "unit_amount": "0"}
+    assert call.headers["x-request-id"] != form["request_id"]
+    assert 'data-amount-minor="1750"' in answer.text and "$17.50" in answer.text
+    assert 'data-step="0"' in answer.text
+
+
+async def test_a_refused_preview_lands_on_the_charges_inputs(
+    fake: tuple[FakeGateway, httpx.AsyncClient],
+) -> None:
+    gateway, client = fake
+    gateway.answers[("POST", f"{ADMIN}/charges:preview")] = httpx.Response(
+        400,
+        json={
+            "status": 400,
+            "violations": [
+                {"field": "charge.graduated.tiers[1].up_to", "description": "out of order"},
+                {"field": "quantity", "description": "not a decimal"},
+            ],
+        },
+    )
+    form = await editor_form(client)
+    data = {**form, "action": "preview", "preview.quantity": "lots"}
+    answer = await client.post("/admin/catalog/packages/pkg_1", data=data)
+    assert answer.status_code == 400
+    assert f'data-field="{TIERS}[1].up_to">out of order' in answer.text
+    assert 'data-field="preview.quantity">not a decimal' in answer.text
+    assert 'id="unplaced"' not in answer.text
+
+
+async def test_support_sees_no_buttons_and_its_forged_save_is_the_403_message(
+    fake: tuple[FakeGateway, httpx.AsyncClient],
+) -> None:
+    gateway, client = fake
+    client.headers["Authorization"] = f"Bearer {token(roles=['billing_support'])}"
+    gateway.answers[("PATCH", f"{ADMIN}/packages/pkg_1")] = httpx.Response(
+        403, json={"status": 403, "detail": "billing_support may read, not change"}
+    )
+    form = await editor_form(client)
+    page = await client.get("/admin/catalog/packages/pkg_1")
+    assert 'name="action"' not in page.text and "Publish draft" not in page.text
+    answer = await client.post("/admin/catalog/packages/pkg_1", data={**form, "action": "save"})
+    assert answer.status_code == 403
+    assert "Not allowed: your role may view the catalog but not change it" in answer.text
