@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import FormData
 
+from console.chart import HEIGHT, PAD, WIDTH, usage_chart
 from console.portal_profile import offers_test_cards, profile_body, profile_values
 from console.portal_usage import (
     CSV_HEADER,
@@ -178,3 +179,23 @@ def test_test_cards_are_offered_only_in_dev_against_a_test_mode_provider() -> No
     assert offers_test_cards(True, "")
     assert not offers_test_cards(True, "pk_live_123")
     assert not offers_test_cards(False, "pk_test_tally_emulator")
+
+
+@given(
+    st.lists(st.decimals(min_value=0, max_value=10**9, places=6), max_size=40),
+    st.sampled_from(["AGGREGATION_COUNT", "AGGREGATION_SUM", "AGGREGATION_MAX"]),
+)
+def test_a_per_bucket_chart_draws_each_buckets_own_value_inside_its_box(
+    series: list[Decimal], aggregation: str
+) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    chart = usage_chart(
+        "m", [(start + HOUR * i, v) for i, v in enumerate(series)], aggregation, running_total=False
+    )
+    assert [p.value for p in chart.points] == series
+    for point in chart.points:
+        assert PAD <= point.x <= WIDTH - PAD and PAD <= point.y <= HEIGHT - PAD
+    if aggregation == "AGGREGATION_MAX":
+        assert chart.total == max(series, default=Decimal(0))
+    else:
+        assert chart.total == sum(series, Decimal(0))
