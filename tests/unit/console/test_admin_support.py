@@ -280,3 +280,28 @@ async def test_support_gets_no_entitlement_check_and_admins_do(
     assert checked.status_code == 200
     assert posts == ["/super-admin/billing/v1/orgs/org_demo/entitlements:check"]
     assert "allowed: within limit, 60 left" in checked.text
+
+
+async def test_missing_parts_of_an_orgs_context_are_named_in_the_banner(
+    client_for: Callable[[Handler], httpx.AsyncClient],
+) -> None:
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/orgs/org_x/context"):
+            return httpx.Response(
+                200,
+                json={
+                    "orgId": "org_x",
+                    "invoices": [],
+                    "paymentMethods": None,
+                    "unavailable": [{"part": "paymentMethods", "status": 503}],
+                },
+            )
+        if request.url.path.endswith("/audit"):
+            return httpx.Response(200, json={"entries": []})
+        return httpx.Response(503, json={"status": 503, "reason": "PAYMENTS_UNAVAILABLE"})
+
+    page = await client_for(gateway).get("/admin/orgs/org_x", headers=bearer(SUPPORT))
+    assert page.status_code == 200
+    assert "missing right now (paymentMethods, payments)" in page.text
+    assert "Payments are missing right now." in page.text
+    assert "No audit entries." in page.text
