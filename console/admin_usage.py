@@ -60,7 +60,8 @@ def parse_time(text: str) -> str | None:
         when = datetime.combine(when.date(), time(), UTC)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y does not pad years before 1000 to four digits.
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def time_params(

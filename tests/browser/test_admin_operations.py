@@ -2,9 +2,10 @@
 
 Orgs this module changes: org_initech (upgraded to growth at once, which
 bills the fee difference on a draft it then finalizes; credits lines of its
-oldest invoice) and org_hooli's payments (retries its oldest finalized
+oldest invoice) and org_hooli's payments (retries its newest finalized
 invoice with its declining card: it fails again, the invoice stays
-finalized). org_demo's usage is only read (the backfill is a dry run).
+finalized; test_console.py voids the oldest). org_demo's usage is only read
+(the backfill is a dry run).
 """
 
 from __future__ import annotations
@@ -27,10 +28,19 @@ ADMIN = "/super-admin/billing/v1"
 STAFF = token(roles=["billing_admin"])
 
 
-def _oldest(world: World, org: str, state: str | None = None) -> dict[str, Any]:
+def _by_period(world: World, org: str, state: str | None = None) -> list[dict[str, Any]]:
     invoices = sorted(world.invoices(org, state), key=lambda i: str(i["periodStartTime"]))
     assert invoices, f"{org} has no {state or ''} invoice"
-    return invoices[0]
+    return invoices
+
+
+def _oldest(world: World, org: str, state: str | None = None) -> dict[str, Any]:
+    return _by_period(world, org, state)[0]
+
+
+def _newest(world: World, org: str, state: str | None = None) -> dict[str, Any]:
+    # test_console.py voids org_hooli's oldest finalized invoice: never the same one.
+    return _by_period(world, org, state)[-1]
 
 
 def _audit(world: World, action: str, target: str) -> list[dict[str, Any]]:
@@ -149,7 +159,7 @@ def test_an_admin_finalizes_a_draft_once_and_sees_its_audit_entry(
 def test_retrying_a_declined_payment_shows_the_failure_and_its_audit_entry(
     world: World, page: Page
 ) -> None:
-    invoice = _oldest(world, "org_hooli", "INVOICE_STATE_FINALIZED")
+    invoice = _newest(world, "org_hooli", "INVOICE_STATE_FINALIZED")
     sign_in(page, world.console_url, "org_demo", "billing_admin")
     page.goto(f"{world.console_url}/admin/invoices/{invoice['invoiceId']}")
     page.locator("[data-action=retry-payment]").click()
@@ -269,7 +279,7 @@ def test_the_usage_explorer_filters_events_shows_aggregates_and_a_backfill_dry_r
 
 
 def test_support_sees_no_retry_or_backfill(world: World, page: Page) -> None:
-    owed = _oldest(world, "org_hooli", "INVOICE_STATE_FINALIZED")
+    owed = _newest(world, "org_hooli", "INVOICE_STATE_FINALIZED")
     sign_in(page, world.console_url, "org_demo", "billing_support")
     page.goto(f"{world.console_url}/admin/invoices/{owed['invoiceId']}")
     expect(page.locator("h1 [data-state]")).to_have_text("finalized")
