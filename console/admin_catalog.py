@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 LIST_SIZE = {"pageSize": "500"}  # the catalog is small: one page of each list
 ARCHIVED = "PACKAGE_STATE_ARCHIVED"
-METRIC_FIELDS = ("code", "name", "description", "aggregation", "property_key")
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,7 @@ def routes(console: Console) -> list[BaseRoute]:
                 "packages": packages.get("packages", []),
                 "can_edit": principal.admin,
                 "aggregations": cf.AGGREGATIONS,
+                "roundings": cf.ROUNDINGS,
                 "values": metric_values,
                 "errors": errors or {},
                 "problem": problem,
@@ -120,7 +120,9 @@ def routes(console: Console) -> list[BaseRoute]:
             return console.render(request, "csrf.html", status_code=403)
         values = {k: str(v).strip() for k, v in form.items()}
         request_id = valid_request_id(values.get("request_id"))
-        metric = {f: values[f"metric.{f}"] for f in METRIC_FIELDS if values.get(f"metric.{f}")}
+        metric, errors = cf.metric_body(values)
+        if errors:
+            return await index_page(request, principal, values, errors, status_code=400)
         try:
             await gateway.post(
                 f"{ADMIN}/metrics",

@@ -57,6 +57,11 @@ TIMINGS = {
     "BASE_FEE_TIMING_IN_ARREARS": "In arrears",
 }
 ENFORCEMENTS = {"LIMIT_ENFORCEMENT_HARD": "Hard (deny)", "LIMIT_ENFORCEMENT_SOFT": "Soft (report)"}
+ROUNDINGS = {
+    "ROUNDING_FUNCTION_ROUND": "round half up",
+    "ROUNDING_FUNCTION_CEIL": "round up (ceil)",
+    "ROUNDING_FUNCTION_FLOOR": "round down (floor)",
+}
 AGGREGATIONS = {
     "AGGREGATION_COUNT": "count",
     "AGGREGATION_SUM": "sum",
@@ -376,6 +381,26 @@ def placed(field_name: str, name: str) -> bool:
 def unplaced(errors: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
     known = list(names)
     return {f: t for f, t in errors.items() if not any(placed(f, n) for n in known)}
+
+
+def metric_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """CreateMetric's ``metric`` from the "New metric" form (inputs named ``metric.<field>``)."""
+    metric: dict[str, Any] = {
+        f: form[f"metric.{f}"]
+        for f in ("code", "name", "description", "aggregation", "property_key")
+        if form.get(f"metric.{f}")
+    }
+    errors: dict[str, str] = {}
+    function = form.get("metric.rounding.function", "")
+    precision = form.get("metric.rounding.precision", "")
+    if function or precision:
+        rounding: dict[str, Any] = {"function": function} if function else {}
+        if precision.isdigit():
+            rounding["precision"] = int(precision)
+        elif precision:
+            errors["metric.rounding.precision"] = "a whole number of decimal places (0 to 12)"
+        metric["rounding"] = rounding
+    return metric, errors
 
 
 def parse_event_values(text: str) -> list[str]:

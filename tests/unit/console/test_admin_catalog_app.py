@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 
 import httpx
 import pytest
+from google.protobuf import json_format
+from tally.catalog.v1 import resources_pb2 as pb
 
 from console.app import create_app
 from console.settings import ConsoleSettings
@@ -202,3 +205,121 @@ async def test_support_sees_no_buttons_and_its_forged_save_is_the_403_message(
     answer = await client.post("/admin/catalog/packages/pkg_1", data={**form, "action": "save"})
     assert answer.status_code == 403
     assert "Not allowed: your role may view the catalog but not change it" in answer.text
+
+
+class EditorFields(HTMLParser):
+    """What a browser submits from the editor form: inputs, checked boxes, selected options."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self.inside = False
+        self.select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.inside = a.get("id") == "editor"
+        if not self.inside or "disabled" in a:
+            return
+        if tag == "input" and a.get("name"):
+            if a.get("type") != "checkbox" or "checked" in a:
+                self.fields[a["name"]] = a.get("value", "")
+        elif tag == "select":
+            self.select = a.get("name")
+        elif (
+            tag == "option" and self.select and ("selected" in a or self.select not in self.fields)
+        ):
+            self.fields[self.select] = a.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        if tag == "select":
+            self.select = None
+
+
+EVERY_MODEL = {
+    **DRAFT,
+    "baseFeeAmount": "49.00",
+    "baseFeeTiming": "BASE_FEE_TIMING_IN_ARREARS",
+    "trialDays": 14,
+    "charges": [
+        {"metricId": "met_1", "standard": {"unitAmount": "0.25"}, "minimumAmount": "10"},
+        {
+            "metricId": "met_1",
+            "graduated": {
+                "tiers": [
+                    {"upTo": "100", "unitAmount": "0", "flatAmount": "5"},
+                    {"unitAmount": "1"},
+                ]
+            },
+        },
+        {
+            "metricId": "met_1",
+            "volume": {"tiers": [{"upTo": "10", "unitAmount": "2"}, {"unitAmount": "1"}]},
+        },
+        {
+            "metricId": "met_1",
+            "package": {"packageSize": "100", "packageAmount": "5", "freeUnits": "50"},
+        },
+        {
+            "metricId": "met_1",
+            "percentage": {
+                "rate": "2.9",
+                "fixedAmount": "0.30",
+                "freeUnitsPerEvents": "3",
+                "freeUnitsPerTotalAggregation": "100",
+                "perTransactionMinAmount": "0.50",
+                "perTransactionMaxAmount": "20",
+            },
+        },
+        {
+            "metricId": "met_1",
+            "displayName": "Payments <i>",
+            "graduatedPercentage": {
+                "tiers": [{"upTo": "1000", "rate": "3", "flatAmount": "1"}, {"rate": "2"}]
+            },
+        },
+    ],
+    "featureLimits": [
+        {
+            "featureKey": "ui_calls",
+            "limit": "5000",
+            "enforcement": "LIMIT_ENFORCEMENT_SOFT",
+            "resetsEachPeriod": True,
+            "metricCode": "ui_calls",
+        },
+        {"featureKey": "sso", "unlimited": True},
+    ],
+}
+
+
+async def test_the_editor_saved_as_shown_sends_back_the_same_version_for_every_model(
+    fake: tuple[FakeGateway, httpx.AsyncClient],
+) -> None:
+    gateway, client = fake
+    stored = {**PACKAGE, "draftVersion": EVERY_MODEL}
+    gateway.answers[("GET", f"{ADMIN}/packages/pkg_1")] = httpx.Response(
+        200, json={"package": stored}
+    )
+    page = await client.get("/admin/catalog/packages/pkg_1")
+    assert page.status_code == 200
+    parser = EditorFields()
+    parser.feed(page.text)
+    answer = await client.post(
+        "/admin/catalog/packages/pkg_1", data={**parser.fields, "action": "save"}
+    )
+    assert answer.status_code == 303
+    (patch,) = gateway.writes()
+    sent = json.loads(patch.content)["draft"]
+    keep = {"name", "currencyCode", "billingInterval", "baseFeeAmount", "baseFeeTiming"}
+    expected = {
+        k: v
+        for k, v in EVERY_MODEL.items()
+        if k in keep | {"trialDays", "charges", "featureLimits"}
+    }
+    as_sent = json_format.MessageToDict(json_format.ParseDict(sent, pb.PackageVersion()))
+    assert as_sent == json_format.MessageToDict(
+        json_format.ParseDict(expected, pb.PackageVersion())
+    )

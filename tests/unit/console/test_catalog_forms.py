@@ -205,3 +205,27 @@ def test_violations_without_an_input_are_listed_apart() -> None:
         "draft.charges[0].graduated.tiers": "at least one tier",
         "update_mask.paths[0]": "unknown field",
     }
+
+
+def test_the_new_metric_form_becomes_create_metrics_metric_with_its_rounding() -> None:
+    form = {
+        "metric.code": "ui_gb",
+        "metric.name": "GB",
+        "metric.aggregation": "AGGREGATION_MAX",
+        "metric.property_key": "gb",
+        "metric.description": "",
+        "metric.rounding.function": "ROUNDING_FUNCTION_CEIL",
+        "metric.rounding.precision": "2",
+    }
+    body, errors = cf.metric_body(form)
+    assert errors == {}
+    metric = json_format.ParseDict(body, pb.BillableMetric())
+    assert metric.rounding.function == pb.ROUNDING_FUNCTION_CEIL
+    assert metric.rounding.precision == 2 and metric.property_key == "gb"
+    assert "description" not in body  # empty inputs are not sent
+    plain, _ = cf.metric_body(
+        {**form, "metric.rounding.function": "", "metric.rounding.precision": ""}
+    )
+    assert "rounding" not in plain
+    _, refused = cf.metric_body({**form, "metric.rounding.precision": "two"})
+    assert list(refused) == ["metric.rounding.precision"]
