@@ -309,8 +309,10 @@ def routes(console: Console) -> list[BaseRoute]:
         done = OPERATIONS.get(request.query_params.get("done", ""))
         parts = Parts()
         entry = attempt = None
-        done_request = valid_request_id(request.query_params.get("request"))
-        if done and "request" in request.query_params:
+        # The redirect after an operation names its request id; anything else names none.
+        asked = request.query_params.get("request", "")
+        done_request = asked if done and valid_request_id(asked) == asked else ""
+        if done_request and done:
             entry = await parts.get(
                 "the audit entry", audit_entry(request, principal, done, done_request)
             )
@@ -326,7 +328,7 @@ def routes(console: Console) -> list[BaseRoute]:
                 # Support sees the invoice, never a button it may not press.
                 "actions": actions if principal.admin else [],
                 "done": done,
-                "done_request": done_request if done else "",
+                "done_request": done_request,
                 "written": entry,
                 "attempt": attempt,
                 "banner": console_banner(parts),
