@@ -72,6 +72,9 @@ def plan_change_invoices(world: World) -> list[dict[str, Any]]:
 def hold_the_clock(world: World) -> None:
     """The services' time stands at one instant a few minutes ahead (see the docstring)."""
     ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=3)
+    if (ahead + timedelta(minutes=2)).month != datetime.now(UTC).month:
+        # The seeded periods are calendar months: this close would end them.
+        pytest.skip("within minutes of a month's end, holding the clock would close periods")
     ran = world.gateway(
         "POST",
         "/super-admin/billing/v1/subscriptions:closePeriods",
