@@ -54,8 +54,8 @@ def take(world: World, page: Page) -> None:
     _shoot(page, "admin-void-confirm")
     page.goto(f"{url}/admin/invoices/{open_invoice['invoiceId']}/retry-payment")
     _shoot(page, "admin-retry-payment-confirm")
-    (paid, *_) = world.invoices("org_initech", "INVOICE_STATE_PAID")
-    page.goto(f"{url}/admin/invoices/{paid['invoiceId']}/credit-memo")
+    *_, oldest = world.invoices("org_initech")  # newest first: finalized or paid by now
+    page.goto(f"{url}/admin/invoices/{oldest['invoiceId']}/credit-memo")
     _shoot(page, "admin-credit-memo-lines")
     page.goto(f"{url}/admin/usage?org=org_demo&metric_code=storage_gb")
     _shoot(page, "admin-usage")
