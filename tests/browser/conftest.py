@@ -1,8 +1,12 @@
-"""One seeded suite (console included) and one chromium per test process; a fresh page per test.
+"""One seeded suite (console included) per test process, one chromium per module.
 
-Every browser test module shares them (a suite takes ~35 s to start and
+Every browser test module shares the suite (it takes ~35 s to start and
 seed), so a test must not rely on what another module's tests change: each
-module works on orgs of its own (see the module docstrings).
+module works on orgs of its own (see the module docstrings). Chromium is
+closed after each module, with a fresh page per test: Playwright's sync API
+runs an event loop of its own in this thread while it is open, and the
+asyncio tests that may follow on the same worker cannot start theirs beside
+it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield world
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with chromium() as browser:
         yield browser

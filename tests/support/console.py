@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from services.cli.seed import Seeded, seed
+from services.cli.seed import ORGS, Seeded, seed
 from services.kit.devstack.suite import Suite
 from services.kit.settings import SERVICE_NAMES
 from tests.support.e2e import running_suite
@@ -71,10 +71,20 @@ class World:
         return invoices
 
 
+# Portal billing is open to a cohort, as a rollout has it: every demo org and
+# the browser tests' own, but not OUTSIDE_ORG (tests/browser/test_pay_and_flags.py).
+PAYER_ORG = "org_ui_payer"
+OUTSIDE_ORG = "org_ui_outside"
+COHORT_ENV = {
+    "GATEWAY_ORG_TAGS": "billing:" + ",".join([*(o.org_id for o in ORGS), PAYER_ORG]),
+    "GATEWAY_PORTAL_BILLING_ENABLED": "tags:billing",
+}
+
+
 @contextmanager
 def seeded_suite(root: Path) -> Iterator[World]:
     """The suite of processes (console included) with the demo data of ``tally dev up``."""
-    with running_suite(root) as suite:
+    with running_suite(root, **COHORT_ENV) as suite:
         yield World(suite, run_seed(suite))
 
 
