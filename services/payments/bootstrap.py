@@ -14,6 +14,8 @@ from services.kit.runtime import Job, ServiceContext, ServiceSpec
 from services.kit.uow import UnitOfWork
 from services.payments import consumers, grpc_api, handlers, repository
 from services.payments.dispatch import Collector
+from services.payments.outbound import consumers as webhook_consumers
+from services.payments.outbound.dispatcher import WebhookDispatcher
 from services.payments.provider import PaymentProvider, provider_from_settings
 from services.payments.repository import PaymentsUnitOfWork
 from services.payments.settings import PaymentsSettings, payments_settings
@@ -59,15 +61,33 @@ def collector_of(ctx: ServiceContext) -> Collector:
     return found[1]
 
 
+_dispatchers: dict[int, tuple[ServiceContext, WebhookDispatcher]] = {}
+
+
+def webhook_dispatcher_of(ctx: ServiceContext) -> WebhookDispatcher:
+    """The outbound webhook dispatcher of a running service (one per context,
+    as the Collector): the consumers wake it, the job runs it."""
+    found = _dispatchers.get(id(ctx))
+    if found is None or found[0] is not ctx:
+        s = payments_settings()
+        dispatcher = WebhookDispatcher(uow_factory(ctx), timeout_seconds=s.webhook_timeout_seconds)
+        found = (ctx, dispatcher)
+        _dispatchers[id(ctx)] = found
+    return found[1]
+
+
 def _uow_factory(ctx: ServiceContext) -> Callable[[], UnitOfWork]:
     return uow_factory(ctx)
 
 
 def _subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
-    return consumers.subscriptions(
-        collector_of(ctx),
-        messages_per_transaction=ctx.settings.consumer_messages_per_transaction,
-    )
+    return [
+        *consumers.subscriptions(
+            collector_of(ctx),
+            messages_per_transaction=ctx.settings.consumer_messages_per_transaction,
+        ),
+        *webhook_consumers.subscriptions(webhook_dispatcher_of(ctx)),
+    ]
 
 
 def _routes(ctx: ServiceContext) -> Sequence[BaseRoute]:
@@ -91,7 +111,15 @@ def jobs(ctx: ServiceContext) -> Sequence[Job]:
     async def sync() -> None:
         await collector.run_sync(s.sync_interval_seconds)
 
-    found: list[Job] = [dispatcher]
+    webhooks = webhook_dispatcher_of(ctx)
+
+    async def webhook_dispatcher() -> None:
+        try:
+            await webhooks.run(s.webhook_dispatch_interval_seconds)
+        finally:
+            await webhooks.aclose()
+
+    found: list[Job] = [dispatcher, webhook_dispatcher]
     if s.dunning_interval_seconds > 0:
         found.append(dunning)
     if s.sync_interval_seconds > 0:
@@ -107,5 +135,6 @@ SPEC = ServiceSpec(
     jobs=jobs,
     uow_factory=_uow_factory,
     http_routes=_routes,
-    extra_producers=("invoicing",),
+    # Outbound webhooks read every producer's stream (services/payments/outbound).
+    extra_producers=("invoicing", "subscriptions", "usage"),
 )

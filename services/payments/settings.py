@@ -38,6 +38,10 @@ class PaymentsSettings(CommonSettings):
     # An attempt sent but unsettled this long is asked about by the sync.
     stale_attempt_seconds: float = Field(default=60.0, ge=0)
     provider_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Outbound webhooks: how often due deliveries are sent (it also wakes on
+    # new ones) and how long one POST may take.
+    webhook_dispatch_interval_seconds: float = Field(default=5.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("dunning_retry_days", mode="before")
     @classmethod

@@ -30,6 +30,7 @@ from services.kit.keyset import newest_first, where_equal
 from services.kit.outbox import Outbox
 from services.kit.uow import UnitOfWork
 from services.payments import domain as d
+from services.payments.outbound.store import WebhookRepository
 from services.payments.repository.tables import (
     customer_table,
     invoice_table,
@@ -627,6 +628,7 @@ class PaymentsRepository:
 
 class PaymentsUnitOfWork(UnitOfWork):
     repo: PaymentsRepository
+    webhooks: WebhookRepository
 
     def __init__(
         self,
@@ -639,4 +641,5 @@ class PaymentsUnitOfWork(UnitOfWork):
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         self.repo = PaymentsRepository(self.session)
+        self.webhooks = WebhookRepository(self.session)
         return self

@@ -2,7 +2,8 @@
 
 ``UsageEmitter`` (async), ``SyncUsageEmitter`` (threads), and middleware
 (``UsageMeteringMiddleware`` for ASGI, ``UsageMeteringInterceptor`` for gRPC
-servers) that meter each handled request.
+servers) that meter each handled request; ``verify_signature`` checks
+Tally's outbound webhooks.
 """
 
 from services.usage.emitter.client import EmitterConfig, EmitterStats, UsageEmitter
@@ -13,6 +14,7 @@ from services.usage.emitter.middleware import (
     org_from_metadata,
 )
 from services.usage.emitter.sync import SyncUsageEmitter
+from services.usage.emitter.webhooks import WebhookSignatureError, verify_signature
 
 __all__ = [
     "EmitterConfig",
@@ -21,6 +23,8 @@ __all__ = [
     "UsageEmitter",
     "UsageMeteringInterceptor",
     "UsageMeteringMiddleware",
+    "WebhookSignatureError",
     "org_from_header",
     "org_from_metadata",
+    "verify_signature",
 ]

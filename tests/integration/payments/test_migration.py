@@ -23,6 +23,8 @@ OWN = {
     "refund",
     "provider_event",
     "sync_state",
+    "webhook_endpoint",
+    "webhook_delivery",
 }
 
 

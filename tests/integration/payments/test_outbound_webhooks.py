@@ -1,0 +1,326 @@
+"""Outbound webhooks against real PostgreSQL and NATS and a local receiver:
+every selected event arrives signed, once per delivery id, through a receiver
+answering 500 and then down; retries follow the backoff (the test moves the
+dispatcher's clock); resend; sustained failure disables; orgs stay apart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tally.events.v1 import invoicing_events_pb2 as ie
+from tally.events.v1 import payments_events_pb2 as pe
+from tally.events.v1 import subscriptions_events_pb2 as se
+from tally.subscriptions.v1 import resources_pb2 as sub_pb2
+from tally.type.v1 import money_pb2
+
+from services.payments.bootstrap import webhook_dispatcher_of
+from services.payments.outbound import domain as d
+from services.payments.outbound import handlers as h
+from services.payments.outbound.dispatcher import WebhookDispatcher
+from services.payments.outbound.store import Delivery, Endpoint
+from services.usage.emitter import WebhookSignatureError, verify_signature
+from tests.support.payments import Harness, new_id, running_payments, wait_for
+from tests.support.webhooks import Receiver
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def payments(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
+    async with running_payments(database_url, nats_url) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+def dispatcher(payments: Harness) -> WebhookDispatcher:
+    assert payments.runtime.context is not None
+    return webhook_dispatcher_of(payments.runtime.context)
+
+
+async def endpoint(payments: Harness, org: str, url: str, types: list[str]) -> Endpoint:
+    async with payments.collector.make_uow() as uow:
+        created = await h.create_endpoint(
+            uow, h.NewEndpoint(org_id=org, url=url, event_types=types), datetime.now(UTC)
+        )
+        await uow.commit()
+    return created
+
+
+async def endpoint_now(payments: Harness, endpoint_id: str) -> Endpoint:
+    async with payments.collector.make_uow() as uow:
+        return await h.get_endpoint(uow, endpoint_id)
+
+
+async def deliveries(payments: Harness, endpoint_id: str) -> list[Delivery]:
+    async with payments.collector.make_uow() as uow:
+        return await uow.webhooks.deliveries(endpoint_id, None, 100)
+
+
+async def wait_deliveries(payments: Harness, endpoint_id: str, count: int) -> list[Delivery]:
+    async def check() -> bool:
+        return len(await deliveries(payments, endpoint_id)) >= count
+
+    await wait_for(check)
+    return await deliveries(payments, endpoint_id)
+
+
+async def settled_first_attempts(payments: Harness, endpoint_id: str, count: int) -> None:
+    """Wait until the background dispatcher made every delivery's first attempt."""
+
+    async def check() -> bool:
+        found = await deliveries(payments, endpoint_id)
+        return len(found) >= count and all(x.attempt_count >= 1 for x in found)
+
+    await wait_for(check)
+
+
+async def invoice_paid(payments: Harness, org: str) -> str:
+    invoice = new_id("inv")
+    await payments.publish(
+        ie.InvoicePaidEvent(invoice_id=invoice, org_id=org, payment_id=new_id("pay")), invoice
+    )
+    return invoice
+
+
+async def payment_succeeded(payments: Harness, org: str) -> str:
+    payment = new_id("pay")
+    await payments.publish(
+        pe.PaymentSucceededEvent(
+            payment_id=payment,
+            org_id=org,
+            invoice_id=new_id("inv"),
+            amount=money_pb2.Money(amount_minor=4900, currency_code="USD"),
+        ),
+        payment,
+    )
+    return payment
+
+
+async def subscription_created(payments: Harness, org: str) -> str:
+    sub = new_id("sub")
+    await payments.publish(
+        se.SubscriptionCreatedEvent(
+            subscription=sub_pb2.Subscription(subscription_id=sub, org_id=org)
+        ),
+        sub,
+    )
+    return sub
+
+
+def signed_at(header: str) -> int:
+    return int(dict(p.split("=", 1) for p in header.split(",") if p.startswith("t="))["t"])
+
+
+def assert_signed(received_body: bytes, header: str, secret: str) -> None:
+    verify_signature(received_body, header, secret, now=signed_at(header))
+
+
+async def test_every_event_arrives_signed_once_through_500_and_down(
+    payments: Harness, receiver: Receiver
+) -> None:
+    org = new_id("org")
+    ep = await endpoint(payments, org, receiver.url(), ["invoice.paid", "payment.*"])
+    receiver.status = 500
+    invoice = await invoice_paid(payments, org)
+    payment = await payment_succeeded(payments, org)
+    await subscription_created(payments, org)  # not selected: never delivered
+    # A marker after the unselected event: once it is delivered, the
+    # subscription event has been consumed (one stream per producer, so the
+    # marker goes on the subscriptions stream too).
+    await wait_deliveries(payments, ep.endpoint_id, 2)
+    await settled_first_attempts(payments, ep.endpoint_id, 2)
+    first = {x.delivery_id: x for x in await deliveries(payments, ep.endpoint_id)}
+    assert all(x.state is d.DeliveryState.PENDING for x in first.values())
+    assert all(x.last_status_code == 500 and x.attempt_count == 1 for x in first.values())
+    policy = dispatcher(payments).policy
+    for x in first.values():
+        assert x.last_attempt_time is not None and x.next_attempt_time is not None
+        assert x.next_attempt_time - x.last_attempt_time == policy.wait_after(1)
+
+    # Down: the retry at its due time cannot connect; the next wait doubles.
+    await receiver.stop()
+    due = max(x.next_attempt_time for x in first.values() if x.next_attempt_time)
+    retried = await dispatcher(payments).run_once(due)
+    assert {x.delivery_id for x in retried} == set(first)
+    for x in retried:
+        assert x.attempt_count == 2 and x.last_status_code is None
+        assert x.last_error and x.next_attempt_time is not None
+        assert x.next_attempt_time - due == policy.wait_after(2)
+    # Nothing is due before the doubled wait has passed.
+    assert await dispatcher(payments).run_once(due + policy.wait_after(2) / 2) == []
+
+    await receiver.start()
+    receiver.status = 200
+    later = due + policy.wait_after(2)
+    sent = await dispatcher(payments).run_once(later)
+    assert {x.state for x in sent} == {d.DeliveryState.SUCCEEDED}
+    assert all(x.attempt_count == 3 and x.last_status_code == 200 for x in sent)
+    assert await dispatcher(payments).run_once(later + timedelta(days=4)) == []
+
+    ok = receiver.ok()
+    assert sorted(r.headers["tally-delivery-id"] for r in ok) == sorted(first)
+    bodies = {r.json["id"]: r for r in ok}
+    assert set(bodies) == set(first)
+    for r in ok:
+        assert_signed(r.body, r.headers["tally-signature"], ep.secret)
+        assert r.json["org_id"] == org
+        assert r.json["id"] == r.headers["tally-delivery-id"]
+        assert r.headers["tally-event-type"] == r.json["type"]
+    by_type = {r.json["type"]: r.json for r in ok}
+    assert set(by_type) == {"invoice.paid", "payment.succeeded"}
+    assert by_type["invoice.paid"]["data"]["invoice_id"] == invoice
+    assert by_type["payment.succeeded"]["data"]["payment_id"] == payment
+    assert by_type["payment.succeeded"]["data"]["amount"]["amount_minor"] == "4900"
+    # The 500 answers carried the same ids: a receiver dedupes by them.
+    assert {r.json["id"] for r in receiver.requests} == set(first)
+
+
+async def test_a_forged_or_altered_body_fails_verification(
+    payments: Harness, receiver: Receiver
+) -> None:
+    org = new_id("org")
+    ep = await endpoint(payments, org, receiver.url(), ["invoice.*"])
+    await invoice_paid(payments, org)
+    await wait_for(lambda: _has(receiver, 1))
+    got = receiver.ok()[0]
+    header = got.headers["tally-signature"]
+    with pytest.raises(WebhookSignatureError):
+        verify_signature(got.body + b" ", header, ep.secret, now=signed_at(header))
+    with pytest.raises(WebhookSignatureError):
+        verify_signature(got.body, header, "whsec_other", now=signed_at(header))
+    with pytest.raises(WebhookSignatureError, match="tolerance"):
+        verify_signature(got.body, header, ep.secret, now=signed_at(header) + 301)
+
+
+async def _has(receiver: Receiver, count: int) -> bool:
+    return len(receiver.ok()) >= count
+
+
+async def test_resend_sends_the_same_id_again(payments: Harness, receiver: Receiver) -> None:
+    org = new_id("org")
+    ep = await endpoint(payments, org, receiver.url(), ["invoice.paid"])
+    await invoice_paid(payments, org)
+    await wait_for(lambda: _has(receiver, 1))
+    (delivered,) = await wait_deliveries(payments, ep.endpoint_id, 1)
+    await wait_for(lambda: _state_is(payments, delivered.delivery_id, d.DeliveryState.SUCCEEDED))
+    now = datetime.now(UTC)
+    async with payments.collector.make_uow() as uow:
+        again = await h.resend(uow, delivered.delivery_id, org, now)
+        await uow.commit()
+    assert again.state is d.DeliveryState.PENDING
+    await dispatcher(payments).run_once(now)
+    await wait_for(lambda: _has(receiver, 2))
+    ids = [r.json["id"] for r in receiver.ok()]
+    assert ids == [delivered.delivery_id, delivered.delivery_id]
+    (after,) = await deliveries(payments, ep.endpoint_id)
+    assert after.state is d.DeliveryState.SUCCEEDED and after.attempt_count == 2
+    # Another org cannot resend it: its delivery is not found.
+    async with payments.collector.make_uow() as uow:
+        with pytest.raises(Exception, match="not found"):
+            await h.resend(uow, delivered.delivery_id, new_id("org"), now)
+
+
+async def _state_is(payments: Harness, delivery_id: str, state: d.DeliveryState) -> bool:
+    async with payments.collector.make_uow() as uow:
+        found = await uow.webhooks.delivery(delivery_id)
+    return found is not None and found.state is state
+
+
+async def test_sustained_failure_disables_the_endpoint(
+    payments: Harness, receiver: Receiver
+) -> None:
+    org = new_id("org")
+    ep = await endpoint(payments, org, receiver.url(), ["invoice.paid"])
+    receiver.status = 503
+    await invoice_paid(payments, org)
+    await settled_first_attempts(payments, ep.endpoint_id, 1)
+    (x,) = await deliveries(payments, ep.endpoint_id)
+    assert x.first_attempt_time is not None
+    start = x.first_attempt_time
+    tries = 1
+    while x.next_attempt_time is not None:
+        (x,) = await dispatcher(payments).run_once(x.next_attempt_time)
+        tries += 1
+        assert tries < 100
+    assert x.state is d.DeliveryState.FAILED
+    assert x.last_attempt_time is not None
+    policy = dispatcher(payments).policy
+    # Retried for as long as the schedule allows, never past 3 days.
+    assert policy.horizon - policy.max_wait <= x.last_attempt_time - start <= policy.horizon
+    assert len(receiver.requests) == tries
+    disabled = await endpoint_now(payments, ep.endpoint_id)
+    assert not disabled.enabled
+    assert disabled.disabled_reason.startswith("webhook_endpoint.disabled")
+    # A disabled endpoint hears nothing more until enabled again.
+    receiver.status = 200
+    marker = await endpoint(payments, org, receiver.url("/marker"), ["invoice.paid"])
+    await invoice_paid(payments, org)
+    await wait_for(lambda: _has(receiver, 1))
+    assert len(await deliveries(payments, ep.endpoint_id)) == 1
+    assert [r.path for r in receiver.ok()] == ["/marker"]
+    async with payments.collector.make_uow() as uow:
+        enabled = await h.update_endpoint(
+            uow, ep.endpoint_id, org, h.EndpointChange(enabled=True), datetime.now(UTC)
+        )
+        await uow.commit()
+    assert enabled.enabled and enabled.failing_since is None and not enabled.disabled_reason
+    assert marker.enabled
+
+
+async def test_an_endpoint_never_hears_another_orgs_events(
+    payments: Harness, receiver: Receiver
+) -> None:
+    org_a, org_b = new_id("org"), new_id("org")
+    await endpoint(payments, org_a, receiver.url("/a"), ["*"])
+    await endpoint(payments, org_b, receiver.url("/b"), ["*"])
+    await invoice_paid(payments, org_b)
+    await payment_succeeded(payments, org_b)
+    await subscription_created(payments, org_b)
+    await invoice_paid(payments, org_a)
+    await wait_for(lambda: _has(receiver, 4))
+    a = receiver.ok("/a")
+    b = receiver.ok("/b")
+    assert [r.json["org_id"] for r in a] == [org_a]
+    assert {r.json["type"] for r in b} == {
+        "invoice.paid",
+        "payment.succeeded",
+        "subscription.created",
+    }
+    assert {r.json["org_id"] for r in b} == {org_b}
+
+
+async def test_a_redelivered_event_adds_no_second_delivery(payments: Harness) -> None:
+    org = new_id("org")
+    ep = await endpoint(payments, org, "http://127.0.0.1:9/never", ["invoice.paid"])
+    # Disabled so the background dispatcher leaves it alone.
+    async with payments.collector.make_uow() as uow:
+        await h.update_endpoint(uow, ep.endpoint_id, org, h.EndpointChange(enabled=False), _now())
+        await uow.commit()
+    event = ie.InvoicePaidEvent(invoice_id=new_id("inv"), org_id=org)
+    from services.kit.events import EventEnvelope
+
+    envelope = EventEnvelope.wrap(event, aggregate_id=event.invoice_id)
+    async with payments.collector.make_uow() as uow:
+        await h.update_endpoint(uow, ep.endpoint_id, org, h.EndpointChange(enabled=True), _now())
+        assert await h.record_deliveries(uow, envelope, event, _now()) == 1
+        assert await h.record_deliveries(uow, envelope, event, _now()) == 0
+        body = json.loads((await uow.webhooks.deliveries(ep.endpoint_id, None, 10))[0].payload)
+        # Rolled back: nothing is left for the background dispatcher.
+    assert body["id"] == d.delivery_id(envelope.event_id, ep.endpoint_id)
+    assert body["created"] == int(envelope.occurred_at.timestamp())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
