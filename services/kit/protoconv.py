@@ -29,6 +29,9 @@ MIN_TIMESTAMP_SECONDS = -62135596800
 MAX_TIMESTAMP_SECONDS = 253402300799
 
 
+INVALID_INSTANT = "is not a valid instant (0001-01-01 to 9999-12-31 UTC, nanos 0-999999999)"
+
+
 def from_timestamp(
     value: Timestamp, *, present: bool = True, field: str = "(timestamp)"
 ) -> datetime | None:
@@ -43,9 +46,7 @@ def from_timestamp(
         MIN_TIMESTAMP_SECONDS <= value.seconds <= MAX_TIMESTAMP_SECONDS
         and 0 <= value.nanos <= 999_999_999
     ):
-        raise InvalidArgument.field(
-            field, "is not a valid instant (0001-01-01 to 9999-12-31 UTC, nanos 0-999999999)"
-        )
+        raise InvalidArgument.field(field, INVALID_INSTANT)
     return value.ToDatetime(tzinfo=UTC)
 
 

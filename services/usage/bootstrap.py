@@ -18,6 +18,7 @@ from services.kit.tasks import raise_if_cancelling
 from services.usage import consumers, grpc_api, repository
 from services.usage.handlers.emitter import emit_aggregated
 from services.usage.handlers.ingest import DEFAULT_COPY_THRESHOLD
+from services.usage.handlers.rejections import announce_rejections
 from services.usage.repository.ingest import stage_on_connect
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,12 @@ def emitter_job(ctx: ServiceContext, interval: timedelta) -> Job:
                     await uow.commit()
                 if emitted:
                     log.debug("usage.aggregated: %d events", emitted)
+                # Its own transaction: a failure here never holds back the aggregates.
+                async with ctx.unit_of_work() as uow:
+                    announced = await announce_rejections(uow)
+                    await uow.commit()
+                if announced:
+                    log.debug("usage.event_rejected: %d rejections announced", announced)
             except asyncio.CancelledError:
                 raise
             except Exception:

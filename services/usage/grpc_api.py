@@ -22,7 +22,7 @@ from services.kit.rpc.registry import add_servicer
 from services.kit.runtime import ServiceContext
 from services.kit.uow import UnitOfWork
 from services.usage.domain import MAX_BATCH
-from services.usage.handlers import backfill, queries
+from services.usage.handlers import backfill, queries, rejections
 from services.usage.handlers.ingest import (
     DEFAULT_COPY_THRESHOLD,
     BatchOutcome,
@@ -34,13 +34,16 @@ from services.usage.handlers.ingest import (
 from services.usage.ingestor import MAX_ATTEMPTS, Ingestor, retryable
 from services.usage.protomap import (
     AGGREGATION_TO_PROTO,
+    REASON_FROM_PROTO,
     REASON_TO_PROTO,
     aggregate_message,
     aggregate_request,
     incoming_events,
+    rejected_message,
     timestamp_or_none,
 )
 from services.usage.repository.queries import EventFilter
+from services.usage.repository.rejections import RejectionFilter
 from services.usage.tracelinks import link_last_ingestion
 
 log = logging.getLogger(__name__)
@@ -292,6 +295,30 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
             )
         return usage_pb2.ListEventsResponse(
             events=[_stored_event(r) for r in rows], next_page_token=token
+        )
+
+    async def ListRejectedEvents(
+        self, request: usage_pb2.ListRejectedEventsRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.ListRejectedEventsResponse:
+        reason = ""
+        if request.reason:
+            known = REASON_FROM_PROTO.get(request.reason)
+            if known is None:
+                raise InvalidArgument.field("reason", f"{request.reason} is no rejection reason")
+            reason = known.value
+        f = RejectionFilter(
+            org_id=request.org_id,
+            reason=reason,
+            metric_code=request.metric_code,
+            start_time=timestamp_or_none(request, "start_time"),
+            end_time=timestamp_or_none(request, "end_time"),
+        )
+        async with self._session() as session:
+            rows, token = await rejections.list_rejected_events(
+                session, f, requested_page_size=request.page_size, page_token=request.page_token
+            )
+        return usage_pb2.ListRejectedEventsResponse(
+            rejected_events=[rejected_message(r) for r in rows], next_page_token=token
         )
 
     async def BackfillUsage(

@@ -6,6 +6,7 @@ emitter, so each mapping is written once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from tally.usage.v1 import resources_pb2 as usage_pb2
 from tally.usage.v1 import usage_pb2 as usage_api
 
 from services.kit.protoconv import (
+    INVALID_INSTANT,
     MAX_TIMESTAMP_SECONDS,
     MIN_TIMESTAMP_SECONDS,
     format_decimal,
@@ -72,19 +74,21 @@ def incoming_events(events: Iterable[usage_pb2.UsageEvent]) -> list[IncomingEven
     last_at: datetime | None = None
     for event in events:
         at: datetime | None = None
+        time_error = ""
         if event.HasField("event_time"):
             ts = event.event_time
             seconds, nanos = ts.seconds, ts.nanos
             if (seconds, nanos) == last:
                 at = last_at
-            else:
-                if not (
-                    MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS
-                    and 0 <= nanos <= 999_999_999
-                ):
-                    from_timestamp(ts, field="event_time")  # raises: names the field
+            elif (
+                MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS
+                and 0 <= nanos <= 999_999_999
+            ):
                 at = last_at = _EPOCH + timedelta(0, seconds, nanos // 1000)
                 last = (seconds, nanos)
+            else:
+                # One bad clock must not cost its batch-mates: rejected alone.
+                time_error = f"event_time (seconds={seconds}, nanos={nanos}) {INVALID_INSTANT}"
         properties = event.properties  # each access builds a new wrapper: once
         append(
             IncomingEvent(
@@ -95,6 +99,7 @@ def incoming_events(events: Iterable[usage_pb2.UsageEvent]) -> list[IncomingEven
                 at,
                 event.subscription_id,
                 dict(properties) if properties else {},
+                time_error,
             )
         )
     return decoded
@@ -124,3 +129,25 @@ def aggregate_message(view: AggregateView) -> usage_pb2.UsageAggregate:
         frozen=view.frozen,
         update_time=to_timestamp(view.update_time),
     )
+
+
+REASON_FROM_NAME: Mapping[str, RejectionReason] = {r.value: r for r in RejectionReason}
+REASON_FROM_PROTO: Mapping[Any, RejectionReason] = {v: k for k, v in REASON_TO_PROTO.items()}
+
+
+def rejected_message(row: Any, *, with_payload: bool = True) -> usage_pb2.RejectedUsageEvent:
+    """A row of the rejection feed; ``with_payload=False`` for NATS (size)."""
+    message = usage_pb2.RejectedUsageEvent(
+        rejected_event_id=str(row.rejected_event_id),
+        org_id=row.org_id,
+        idempotency_key=row.idempotency_key,
+        metric_code=row.metric_code,
+        reason=REASON_TO_PROTO[REASON_FROM_NAME[row.reason]],
+        message=row.message,
+        reject_time=to_timestamp(row.rejected_at),
+    )
+    if with_payload:
+        message.payload_json = json.dumps(row.payload, separators=(",", ":"), ensure_ascii=False)
+    if row.event_time is not None:
+        message.event_time.FromDatetime(row.event_time)
+    return message

@@ -44,6 +44,9 @@ class IncomingEvent:
     event_time: datetime | None = None  # None: the time it was received
     subscription_id: str = ""
     properties: Mapping[str, str] = field(default_factory=dict)
+    # Set when the wire's event_time was no valid instant (event_time is None
+    # then): the event is rejected alone instead of failing its batch.
+    time_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,8 @@ def validate_event(
             RejectionReason.INVALID_IDEMPOTENCY_KEY,
             f"idempotency_key must be 1 to {MAX_KEY_LENGTH} characters",
         )
+    if event.time_error:
+        return Rejected(RejectionReason.INVALID_EVENT_TIME, event.time_error)
     metric = metrics.get(event.metric_code)
     if metric is None or not metric.active:
         return Rejected(
@@ -247,7 +252,7 @@ class BatchValidator:
     def validate(self, event: IncomingEvent) -> ValidEvent | Rejected:
         key = event.idempotency_key
         group = self._groups.get((event.org_id, event.metric_code, event.subscription_id))
-        if group is not None and key and len(key) <= MAX_KEY_LENGTH:
+        if group is not None and key and len(key) <= MAX_KEY_LENGTH and not event.time_error:
             at = event.event_time or self._now
             end = group.end
             if group.start <= at <= self._latest and (end is None or at < end):

@@ -25,7 +25,14 @@ from services.usage.domain import (
     RejectionReason,
     ValidEvent,
 )
+from services.usage.domain.rejections import (
+    bounded_message,
+    dedupe_key,
+    rejected_payload,
+    stored_key,
+)
 from services.usage.repository.ingest import existing_keys, load_context, store_events
+from services.usage.repository.rejections import RejectionRow, store_rejections
 from services.usage.tracelinks import AggregateKey, links_wanted, remember_ingestion
 
 log = logging.getLogger("services.usage.ingest")
@@ -129,10 +136,12 @@ async def record_usage(
         subscriptions_by_id=context.by_id,
         subscriptions_by_org=context.by_org,
     ).validate
+    any_rejected = False
     for index, event in enumerate(events):
         outcome = validate(event)
         key = (event.org_id, event.idempotency_key)
         if isinstance(outcome, Rejected):
+            any_rejected = True
             results[index] = EventResult(
                 index,
                 event.idempotency_key,
@@ -158,7 +167,9 @@ async def record_usage(
         # Positional: keyword arguments made this the costliest line per event.
         status = duplicate if key in already else accepted
         results[index] = EventResult(index, key[1], status, None, "", key[0])
-    await _rejections_already_stored_are_duplicates(uow, results)
+    if any_rejected:  # a clean batch pays nothing for the feed
+        await _rejections_already_stored_are_duplicates(uow, results)
+        await _keep_rejections(uow, events, results, now)
     touched: frozenset[AggregateKey] = frozenset()
     if links_wanted():  # only for trace links: skipped on the hot path when nobody traces
         touched = frozenset(
@@ -196,6 +207,34 @@ async def _rejections_already_stored_are_duplicates(
                 message="already stored",
                 org_id=r.org_id,
             )
+
+
+async def _keep_rejections(
+    uow: UnitOfWork,
+    events: Sequence[IncomingEvent],
+    results: list[EventResult | None],
+    now: datetime,
+) -> None:
+    """The batch's rejections into the feed: one statement, and none without any."""
+    rows: list[RejectionRow] = []
+    for r in results:
+        if r is None or r.status is not EventStatus.REJECTED or r.reason is None:
+            continue
+        event = events[r.index]
+        payload = rejected_payload(event)
+        rows.append(
+            RejectionRow(
+                event.org_id,
+                stored_key(event),
+                dedupe_key(event, payload),
+                event.metric_code,
+                r.reason.value,
+                bounded_message(r.message),
+                payload,
+                event.event_time,
+            )
+        )
+    await store_rejections(uow.session, rows, now=now)
 
 
 def report_outcome(outcome: BatchOutcome) -> None:

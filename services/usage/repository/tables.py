@@ -12,11 +12,13 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Identity,
     Index,
     Numeric,
     PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -157,4 +159,31 @@ threshold_crossing_table = Table(
     Column("threshold", Numeric, nullable=False),
     Column("crossed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("subscription_id", "metric_code", "period_start", "feature_key"),
+)
+
+rejected_event_table = Table(
+    "rejected_event",
+    metadata,
+    # Increasing in insert order: the feed's page order and the announcer's.
+    Column("rejected_event_id", BigInteger, Identity(), primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    # The key, or a hash of the payload when the key is invalid (domain.rejections).
+    Column("dedupe_key", Text, nullable=False),
+    Column("metric_code", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=True),
+    Column("rejected_at", DateTime(timezone=True), nullable=False),
+    # Set by the periodic job once usage.event_rejected carried the row.
+    Column("announced", Boolean, nullable=False, server_default=text("false")),
+    # A retried rejection is stored once.
+    UniqueConstraint("org_id", "dedupe_key", "reason", name="uq_rejected_event_dedupe"),
+    Index("ix_rejected_event_org_id_id", "org_id", "rejected_event_id"),
+    Index(
+        "ix_rejected_event_unannounced",
+        "rejected_event_id",
+        postgresql_where=text("NOT announced"),
+    ),
 )

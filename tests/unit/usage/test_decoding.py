@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tally.usage.v1 import resources_pb2
 
-from services.kit.errors import InvalidArgument
 from services.kit.protoconv import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS
 from services.usage.protomap import incoming_events
 
@@ -52,13 +51,20 @@ def test_event_times_decode_as_to_datetime_does(times: list[Timestamp | None]) -
 @pytest.mark.parametrize(
     ("seconds", "nanos"), [(MAX_TIMESTAMP_SECONDS + 1, 0), (MIN_TIMESTAMP_SECONDS - 1, 0), (0, -1)]
 )
-def test_an_instant_out_of_range_fails_the_call_naming_the_field(seconds: int, nanos: int) -> None:
+def test_an_instant_out_of_range_marks_that_event_only(seconds: int, nanos: int) -> None:
     valid = resources_pb2.UsageEvent(idempotency_key="ok", event_time=Timestamp(seconds=5))
     bad = resources_pb2.UsageEvent(
         idempotency_key="bad", event_time=Timestamp(seconds=seconds, nanos=nanos)
     )
 
-    with pytest.raises(InvalidArgument) as raised:
-        incoming_events([valid, bad])
+    # The bad one twice, around a valid one of the same instant as before it.
+    decoded = incoming_events([valid, bad, valid, bad])
 
-    assert [v.field for v in raised.value.violations] == ["event_time"]
+    assert [d.time_error == "" for d in decoded] == [True, False, True, False]
+    assert [d.event_time for d in decoded] == [
+        Timestamp(seconds=5).ToDatetime(tzinfo=UTC),
+        None,
+        Timestamp(seconds=5).ToDatetime(tzinfo=UTC),
+        None,
+    ]
+    assert decoded[1].time_error.startswith(f"event_time (seconds={seconds}, nanos={nanos})")

@@ -1,0 +1,99 @@
+"""The rejection feed through the gateway: the admin route names the org, the
+portal route takes it from the token, and one org never sees another's."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.support.gateway import (
+    admin_headers,
+    gateway_over_services,
+    portal_headers,
+    service_headers,
+)
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "/super-admin/billing/v1"
+PORTAL = "/portal/billing/v1"
+INTERNAL = "/internal/billing/v1"
+
+
+@pytest.fixture(scope="module")
+async def http(database_url: str, nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway_over_services(database_url, nats_url) as client:
+        yield client
+
+
+async def _reject(http: httpx.AsyncClient, org: str, keys: list[str]) -> None:
+    events = [{"orgId": org, "metricCode": "no_such_metric", "idempotencyKey": k} for k in keys]
+    r = await http.post(
+        f"{INTERNAL}/usage/events:batchRecord", json={"events": events}, headers=service_headers()
+    )
+    assert r.status_code == 200, r.text
+    assert {x["reason"] for x in r.json()["results"]} == {"USAGE_REJECTION_REASON_UNKNOWN_METRIC"}
+
+
+def _keys(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [x["idempotencyKey"] for x in response.json().get("rejectedEvents", [])]
+
+
+async def test_admin_and_portal_routes_list_an_orgs_own_rejections(
+    http: httpx.AsyncClient,
+) -> None:
+    org_a, org_b = f"org_a_{uuid.uuid4().hex[:6]}", f"org_b_{uuid.uuid4().hex[:6]}"
+    await _reject(http, org_a, ["a1", "a2", "a3"])
+    await _reject(http, org_b, ["b1"])
+
+    admin = admin_headers(role="billing_support")
+    listed = await http.get(f"{ADMIN}/orgs/{org_a}/rejectedEvents", headers=admin)
+    assert _keys(listed) == ["a3", "a2", "a1"]
+    row = listed.json()["rejectedEvents"][0]
+    assert row["orgId"] == org_a and row["metricCode"] == "no_such_metric"
+    assert row["reason"] == "USAGE_REJECTION_REASON_UNKNOWN_METRIC"
+
+    page = await http.get(
+        f"{ADMIN}/orgs/{org_a}/rejectedEvents",
+        params={"pageSize": 2, "reason": "USAGE_REJECTION_REASON_UNKNOWN_METRIC"},
+        headers=admin,
+    )
+    assert _keys(page) == ["a3", "a2"]
+    rest = await http.get(
+        f"{ADMIN}/orgs/{org_a}/rejectedEvents",
+        params={
+            "pageSize": 2,
+            "reason": "USAGE_REJECTION_REASON_UNKNOWN_METRIC",
+            "pageToken": page.json()["nextPageToken"],
+        },
+        headers=admin,
+    )
+    assert _keys(rest) == ["a1"]
+
+    assert _keys(await http.get(f"{PORTAL}/rejectedEvents", headers=portal_headers(org_a))) == [
+        "a3",
+        "a2",
+        "a1",
+    ]
+    mine = await http.get(f"{PORTAL}/rejectedEvents", headers=portal_headers(org_b))
+    assert _keys(mine) == ["b1"]
+    assert org_a not in mine.text
+
+    # Org B naming org A is refused, never answered with org A's rows.
+    forged = await http.get(
+        f"{PORTAL}/rejectedEvents", params={"orgId": org_a}, headers=portal_headers(org_b)
+    )
+    assert forged.status_code == 404, forged.text
+    assert "a1" not in forged.text and org_a not in forged.text
+
+    # Without a token there is nothing; a bad token is a problem document.
+    assert (await http.get(f"{PORTAL}/rejectedEvents")).status_code == 401
+    bad = await http.get(
+        f"{ADMIN}/orgs/{org_a}/rejectedEvents", params={"pageToken": "junk"}, headers=admin
+    )
+    assert bad.status_code == 400
+    assert bad.headers["content-type"].startswith("application/problem+json")
