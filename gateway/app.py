@@ -28,11 +28,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tally.usage.v1 import usage_pb2
 
 from gateway import cloudevents, health, overview, problems, transcoding, usagecodec
+from gateway.apikeys import ApiKeyVerifier, KeyPrincipal
 from gateway.audit import AuditReader
 from gateway.auth import Authorizer, Principal
 from gateway.descriptors import http_bindings
+from gateway.dialects import lago, openmeter
+from gateway.dialects.routes import DialectRoutes, verify_with
 from gateway.docs import (
     AUDIT_PATH,
     CONTEXT_PATH,
@@ -67,6 +71,9 @@ CORS_EXPOSED_HEADERS = ("X-Request-Id", "Retry-After", "WWW-Authenticate")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Headers Stripe's signature check needs, forwarded untouched with the raw body.
 _WEBHOOK_HEADERS = ("content-type", "stripe-signature", "user-agent")
+_RECORD_BATCH = "/tally.usage.v1.UsageService/RecordUsageBatch"
+_VERIFY_API_KEY = "/tally.usage.v1.UsageService/VerifyApiKey"
+_REVOKE_API_KEY = "/tally.usage.v1.UsageService/RevokeApiKey"
 
 
 class RequestIdMiddleware:
@@ -186,6 +193,36 @@ def create_app(settings: GatewaySettings) -> Starlette:
     def request_id(request: Request) -> str:
         value: str = request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex
         return value
+
+    # Ingestion API keys (usage service) and the other systems' usage dialects.
+    api_keys = ApiKeyVerifier(
+        lambda secret: verify_with(calls[_VERIFY_API_KEY], secret, settings.grpc_deadline_seconds),
+        settings.api_key_cache_seconds,
+    )
+
+    async def admit_key(principal: KeyPrincipal | None) -> None:
+        # Dialects are ingestion, so the internal group's flag (not per org here).
+        if principal is None:
+            if flags.off("internal"):
+                raise problems.not_found()
+            return
+        await limits.hit(principal.subject, principal.org_id)
+
+    async def record_batch(events: list[Any], principal: KeyPrincipal, rid: str) -> Any:
+        try:
+            return await calls[_RECORD_BATCH](
+                usage_pb2.RecordUsageBatchRequest(events=events),
+                timeout=settings.grpc_deadline_seconds,
+                metadata=(
+                    ("x-request-id", rid),
+                    ("x-tally-actor", principal.subject),
+                    ("x-tally-actor-role", "api_key"),
+                ),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise problems.from_rpc_error(error) from None
+
+    dialects = DialectRoutes(api_keys, record_batch, admit_key, request_id)
 
     async def healthz(request: Request) -> JSONResponse:
         statuses = await health.check_all(channels, settings.health_deadline_seconds)
@@ -327,6 +364,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
         # A document's headers (its file name) come as response metadata.
         headers: dict[str, str] | None = {} if transcoding.answers_document(route) else None
         reply = await _invoke(route, message, principal, rid, headers)
+        if route.rpc_path == _REVOKE_API_KEY:
+            api_keys.forget(reply.api_key.key_id)  # no TTL's grace through this gateway
         payload = transcoding.response_payload(route, reply)
         if isinstance(payload, tuple):
             data, content_type = payload
@@ -441,6 +480,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Route(OVERVIEW_PATH, portal_overview, methods=["GET"]),
             Route(FEATURES_PATH, portal_features, methods=["GET"]),
             Route(CONTEXT_PATH, support_context, methods=["GET"]),
+            Route(openmeter.PATH, dialects.events, methods=["POST"]),
+            Route(lago.BATCH_PATH, dialects.lago_batch, methods=["POST"]),
             Route("/{rest:path}", transcode, methods=methods),
         ],
         lifespan=lifespan,

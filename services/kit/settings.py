@@ -211,6 +211,10 @@ class GatewaySettings(CommonSettings):
     jwt_leeway_seconds: float = Field(default=30.0, ge=0)
     # A static key services may send as X-Api-Key instead of a service JWT.
     internal_api_key: str | None = None
+    # Ingestion API keys (the dialect routes) verified by the usage service are
+    # cached this long: a revoked key stops working within it (at once when it
+    # is revoked through this gateway process).
+    api_key_cache_seconds: float = Field(default=10.0, ge=0)
     # `limits` notation ("120/minute"); storage is in-memory unless a URI is given.
     rate_limit_per_subject: str = "600/minute"
     rate_limit_per_org: str = "1200/minute"

@@ -22,7 +22,8 @@ from services.kit.rpc.registry import add_servicer
 from services.kit.runtime import ServiceContext
 from services.kit.uow import UnitOfWork
 from services.usage.domain import MAX_BATCH
-from services.usage.handlers import backfill, queries, rejections
+from services.usage.domain.apikeys import ApiKey
+from services.usage.handlers import apikeys, backfill, queries, rejections
 from services.usage.handlers.ingest import (
     DEFAULT_COPY_THRESHOLD,
     BatchOutcome,
@@ -360,6 +361,91 @@ class UsageApi(usage_pb2_grpc.UsageServiceServicer):  # type: ignore[misc]
             usage_pb2.BackfillUsageResponse,
             work,
         )
+
+    async def CreateApiKey(
+        self, request: usage_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.CreateApiKeyResponse:
+        # The secret stays out of what run_mutation stores for AIP-155 replays:
+        # only this first answer ever carries it.
+        created: list[str] = []
+
+        async def work(uow: UnitOfWork) -> usage_pb2.CreateApiKeyResponse:
+            key, secret = await apikeys.create_key(
+                uow, request.org_id, request.name, self.clock.now()
+            )
+            created.append(secret)
+            return usage_pb2.CreateApiKeyResponse(api_key=_api_key_message(key))
+
+        response = await run_mutation(
+            self.ctx.unit_of_work,
+            self.ctx.requests,
+            "CreateApiKey",
+            request,
+            usage_pb2.CreateApiKeyResponse,
+            work,
+        )
+        if created:
+            response.secret = created[0]
+        return response
+
+    async def ListApiKeys(
+        self, request: usage_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.ListApiKeysResponse:
+        v = Violations()
+        v.require(request.org_id, "org_id")
+        v.raise_if_any()
+        async with self._session() as session:
+            keys, token = await apikeys.list_keys(
+                session,
+                request.org_id,
+                request.include_revoked,
+                request.page_size,
+                request.page_token,
+            )
+        return usage_pb2.ListApiKeysResponse(
+            api_keys=[_api_key_message(k) for k in keys], next_page_token=token
+        )
+
+    async def RevokeApiKey(
+        self, request: usage_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.RevokeApiKeyResponse:
+        v = Violations()
+        v.require(request.org_id, "org_id")
+        v.require(request.key_id, "key_id")
+        v.raise_if_any()
+
+        async def work(uow: UnitOfWork) -> usage_pb2.RevokeApiKeyResponse:
+            key = await apikeys.revoke_key(uow, request.org_id, request.key_id, self.clock.now())
+            return usage_pb2.RevokeApiKeyResponse(api_key=_api_key_message(key))
+
+        return await run_mutation(
+            self.ctx.unit_of_work,
+            self.ctx.requests,
+            "RevokeApiKey",
+            request,
+            usage_pb2.RevokeApiKeyResponse,
+            work,
+        )
+
+    async def VerifyApiKey(
+        self, request: usage_pb2.VerifyApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> usage_pb2.VerifyApiKeyResponse:
+        v = Violations()
+        v.require(request.secret, "secret")
+        v.raise_if_any()
+        async with self._session() as session:
+            key = await apikeys.verify_key(session, request.secret)
+        return usage_pb2.VerifyApiKeyResponse(api_key=_api_key_message(key))
+
+
+def _api_key_message(key: ApiKey) -> usage_pb2.ApiKey:
+    return usage_pb2.ApiKey(
+        key_id=key.key_id,
+        org_id=key.org_id,
+        name=key.name,
+        create_time=to_timestamp(key.create_time),
+        revoke_time=to_timestamp(key.revoke_time),
+    )
 
 
 def _batch_response(

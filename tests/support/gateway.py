@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 
 from gateway.app import create_app
 from gateway.auth import issue_dev_token
@@ -94,6 +96,44 @@ async def gateway_over_services(
     database_url: str, nats_url: str, **overrides: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Real catalog, subscriptions and usage services in-process behind the real app."""
+    async with (
+        services_for_gateway(database_url, nats_url, **overrides) as settings,
+        gateway_client(settings) as client,
+    ):
+        yield client
+
+
+@asynccontextmanager
+async def gateway_served_over_services(
+    database_url: str, nats_url: str, **overrides: Any
+) -> AsyncIterator[str]:
+    """As ``gateway_over_services``, but served by uvicorn on a free port: its base URL.
+
+    For clients that bring their own HTTP stack (the official Lago, OpenMeter
+    and Stripe SDKs), called from a thread while the loop serves.
+    """
+    async with services_for_gateway(database_url, nats_url, **overrides) as settings:
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                assert not task.done(), "the gateway did not start"
+                await asyncio.sleep(0.05)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            await task
+
+
+@asynccontextmanager
+async def services_for_gateway(
+    database_url: str, nats_url: str, **overrides: Any
+) -> AsyncIterator[GatewaySettings]:
+    """The services in-process, and the gateway settings pointing at them."""
     for service in RUNNING_SERVICES:
         await migrations.upgrade_async(service, database_url)
     nobody = f"127.0.0.1:{free_port()}"
@@ -122,8 +162,7 @@ async def gateway_over_services(
                     **overrides,
                 }
             )
-            async with gateway_client(settings) as client:
-                yield client
+            yield settings
     finally:
         if previous is None:
             os.environ.pop("USAGE_AGGREGATED_INTERVAL_SECONDS", None)

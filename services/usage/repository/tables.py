@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    LargeBinary,
     Numeric,
     PrimaryKeyConstraint,
     Table,
@@ -159,6 +160,19 @@ threshold_crossing_table = Table(
     Column("threshold", Numeric, nullable=False),
     Column("crossed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("subscription_id", "metric_code", "period_start", "feature_key"),
+)
+
+api_key_table = Table(
+    "api_key",
+    metadata,
+    # Only the secret's SHA-256 digest is kept: the secret is shown once, at creation.
+    Column("key_id", Text, primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("secret_sha256", LargeBinary, nullable=False, unique=True),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("revoke_time", DateTime(timezone=True), nullable=True),
+    Index("ix_api_key_org_id_create_time", "org_id", "create_time"),
 )
 
 rejected_event_table = Table(

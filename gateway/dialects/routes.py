@@ -1,0 +1,207 @@
+"""The dialect routes: API key -> org, body -> ``RecordUsageBatch`` -> the dialect's answer.
+
+``POST /api/v1/events`` is both Lago's and OpenMeter's path; the request
+decides which: a CloudEvents media type, or a JSON array or an object with
+``specversion``, is OpenMeter's; an object with ``event`` is Lago's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from tally.usage.v1 import resources_pb2, usage_pb2
+
+from gateway import cloudevents, problems
+from gateway.apikeys import ApiKeyVerifier, KeyPrincipal
+from gateway.dialects import DialectError, lago, openmeter, outcome_of
+from gateway.docs import document_route
+from gateway.problems import Problem
+
+log = logging.getLogger(__name__)
+
+# The events and the key's principal in, the service's answer out (gRPC errors
+# already turned into Problems).
+Record = Callable[
+    [list[resources_pb2.UsageEvent], KeyPrincipal, str],
+    Awaitable[usage_pb2.RecordUsageBatchResponse],
+]
+# Before anything is read: the route group's flag and the caller's rate limit.
+Admit = Callable[[KeyPrincipal | None], Awaitable[None]]
+
+
+_LAGO_EVENT = {
+    "type": "object",
+    "required": ["transaction_id", "code"],
+    "properties": {
+        "transaction_id": {"type": "string"},
+        "external_subscription_id": {"type": "string"},
+        "external_customer_id": {"type": "string", "description": "the API key's org id"},
+        "code": {"type": "string", "description": "a metric code"},
+        "timestamp": {"type": ["number", "string"], "description": "Unix seconds"},
+        "properties": {"type": "object"},
+    },
+}
+_AUTH = {"Authorization": {"type": "string", "description": "Bearer <ingestion API key>"}}
+_SEE = " See docs/integrations.md for the mapping onto Tally's usage events."
+
+document_route(
+    "post",
+    openmeter.PATH,
+    operation_id="publicGatewayIngestEvents",
+    summary="Lago's or OpenMeter's event ingestion (one path, told apart by the body)",
+    description=(
+        "`Authorization: Bearer <API key>` (created at"
+        " `/super-admin/billing/v1/orgs/{org_id}/apiKeys`); the org is the key's."
+        " A CloudEvents media type, or a JSON array or object with `specversion`, is"
+        " OpenMeter's: 204 when every event counted, RFC 7807 problems otherwise. An"
+        " object with `event` is Lago's: `{\"event\": {...}}` answered with Lago's"
+        " event, 422 `validation_errors` in Lago's error shape." + _SEE
+    ),
+    response={"type": "object", "properties": {"event": {"type": "object"}}},
+    headers=_AUTH,
+    request_body={
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"event": _LAGO_EVENT}}
+            },
+            cloudevents.SINGLE: {"schema": {"type": "object"}},
+            cloudevents.BATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+        },
+    },
+    errors=(400, 401, 404, 422, 429, 503),
+)
+document_route(
+    "post",
+    lago.BATCH_PATH,
+    operation_id="publicGatewayLagoEventsBatch",
+    summary="Lago's batch event ingestion (at most 1,000 events)",
+    description=(
+        '`Authorization: Bearer <API key>`; `{"events": [...]}` answered with'
+        " `{\"events\": [...]}` as Lago's; 422 in Lago's error shape names each"
+        " rejected event by its index (the others are stored)." + _SEE
+    ),
+    response={"type": "object", "properties": {"events": {"type": "array"}}},
+    headers=_AUTH,
+    request_body={
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"events": {"type": "array", "items": _LAGO_EVENT}},
+                }
+            }
+        },
+    },
+    errors=(400, 401, 404, 422, 429, 503),
+)
+
+
+class DialectRoutes:
+    def __init__(
+        self,
+        verifier: ApiKeyVerifier,
+        record: Record,
+        admit: Admit,
+        request_id: Callable[[Request], str],
+    ) -> None:
+        self.verifier = verifier
+        self.record = record
+        self.admit = admit
+        self.request_id = request_id
+
+    async def _principal(self, request: Request) -> KeyPrincipal:
+        await self.admit(None)
+        principal = await self.verifier.principal(request.headers)
+        await self.admit(principal)
+        return principal
+
+    async def events(self, request: Request) -> Response:
+        """``POST /api/v1/events``: OpenMeter's or Lago's, by the request's shape."""
+        kind = cloudevents.media_type(request.headers.get("content-type"))
+        raw = await request.body()
+        body = _json(raw)
+        if kind in cloudevents.MEDIA_TYPES or isinstance(body, list) or _has(body, "specversion"):
+            return await self._openmeter(request, body)
+        return await self._lago(request, body, batch=False)
+
+    async def lago_batch(self, request: Request) -> Response:
+        return await self._lago(request, _json(await request.body()), batch=True)
+
+    async def _lago(self, request: Request, body: Any, batch: bool) -> Response:
+        try:
+            principal = await self._principal(request)
+            if body is _MALFORMED:
+                return _lago_error(400, "bad_request", {"body": ["invalid_json"]})
+            try:
+                events = lago.decode(body, principal.org_id, batch)
+            except DialectError as bad:
+                return _lago_error(422, "validation_errors", bad.details)
+            reply = await self.record(events, principal, self.request_id(request))
+        except Problem as problem:
+            return _lago_error(problem.status, (problem.reason or "error").lower(), None)
+        outcomes = [outcome_of(r) for r in reply.results]
+        rejected = {
+            str(i): lago.rejection_details(o)
+            for i, o in enumerate(outcomes)
+            if o.status == "rejected"
+        }
+        if rejected:
+            return _lago_error(422, "validation_errors", rejected if batch else rejected["0"])
+        answers = [lago.event_answer(e, o) for e, o in zip(events, outcomes, strict=True)]
+        return JSONResponse({"events": answers} if batch else {"event": answers[0]})
+
+    async def _openmeter(self, request: Request, body: Any) -> Response:
+        rid = self.request_id(request)
+        try:
+            principal = await self._principal(request)
+            if body is _MALFORMED:
+                raise problems.invalid("body", "not valid JSON", "MALFORMED_JSON")
+            events = openmeter.decode(body, principal.org_id)
+            reply = await self.record(events, principal, rid)
+            outcomes = [outcome_of(r) for r in reply.results]
+            rejected = openmeter.rejected_problem(events, outcomes)
+            if rejected is not None:
+                raise rejected
+        except Problem as problem:
+            return problem.response(rid)
+        return Response(status_code=204)
+
+
+_MALFORMED = object()
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _MALFORMED
+
+
+def _has(body: Any, key: str) -> bool:
+    return isinstance(body, dict) and key in body
+
+
+def _lago_error(status: int, code: str, details: dict[str, Any] | None) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(lago.error_body(status, code, details), status_code=status, headers=headers)
+
+
+async def verify_with(
+    call: Callable[..., Any], secret: str, deadline: float
+) -> KeyPrincipal | None:
+    """The usage service's VerifyApiKey: None for an unknown or revoked key."""
+    try:
+        reply = await call(usage_pb2.VerifyApiKeyRequest(secret=secret), timeout=deadline)
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise problems.from_rpc_error(error) from None
+    return KeyPrincipal(org_id=reply.api_key.org_id, key_id=reply.api_key.key_id)
