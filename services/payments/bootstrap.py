@@ -130,7 +130,7 @@ def jobs(ctx: ServiceContext) -> Sequence[Job]:
 SPEC = ServiceSpec(
     name="payments",
     metadata=repository.metadata,
-    register=grpc_api.registrar(collector_of),
+    register=grpc_api.registrar(collector_of, lambda ctx: webhook_dispatcher_of(ctx).wake),
     subscriptions=_subscriptions,
     jobs=jobs,
     uow_factory=_uow_factory,

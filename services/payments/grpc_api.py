@@ -25,6 +25,7 @@ from services.payments import domain as d
 from services.payments import handlers as h
 from services.payments import protomap
 from services.payments.dispatch import Collector, provider_call
+from services.payments.outbound.grpc_api import WebhookEndpointsApi
 from services.payments.provider import ProviderPaymentMethod
 from services.payments.repository import PaymentsUnitOfWork
 
@@ -36,11 +37,17 @@ def _size(requested: int) -> int:
     return page_size(requested, maximum=MAX_PAGE)
 
 
-class PaymentsApi(payments_pb2_grpc.PaymentsServiceServicer):  # type: ignore[misc]
-    def __init__(self, ctx: ServiceContext, collector: Collector) -> None:
+class PaymentsApi(WebhookEndpointsApi, payments_pb2_grpc.PaymentsServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        collector: Collector,
+        wake_webhooks: Callable[[], None] = lambda: None,
+    ) -> None:
         self.ctx = ctx
         self.collector = collector
         self.make_uow: Callable[[], PaymentsUnitOfWork] = collector.make_uow
+        self.wake_webhooks = wake_webhooks
 
     async def _mutate(
         self,
@@ -370,9 +377,11 @@ class PaymentsApi(payments_pb2_grpc.PaymentsServiceServicer):  # type: ignore[mi
 
 def registrar(
     collector_of: Callable[[ServiceContext], Collector],
+    webhook_wake_of: Callable[[ServiceContext], Callable[[], None]] | None = None,
 ) -> Callable[[grpc.aio.Server, ServiceContext], Sequence[str]]:
     def register(server: grpc.aio.Server, ctx: ServiceContext) -> Sequence[str]:
-        api_impl = PaymentsApi(ctx, collector_of(ctx))
+        wake = webhook_wake_of(ctx) if webhook_wake_of is not None else (lambda: None)
+        api_impl = PaymentsApi(ctx, collector_of(ctx), wake)
         return [add_servicer(server, api_impl, api, payments_pb2_grpc, "PaymentsService")]
 
     return register

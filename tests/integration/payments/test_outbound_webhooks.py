@@ -9,20 +9,26 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from tally.events.v1 import invoicing_events_pb2 as ie
 from tally.events.v1 import payments_events_pb2 as pe
 from tally.events.v1 import subscriptions_events_pb2 as se
+from tally.payments.v1 import webhooks_pb2 as wh
 from tally.subscriptions.v1 import resources_pb2 as sub_pb2
 from tally.type.v1 import money_pb2
 
+from services.kit.devstack import free_port
 from services.payments.bootstrap import webhook_dispatcher_of
 from services.payments.outbound import domain as d
 from services.payments.outbound import handlers as h
 from services.payments.outbound.dispatcher import WebhookDispatcher
 from services.payments.outbound.store import Delivery, Endpoint
 from services.usage.emitter import WebhookSignatureError, verify_signature
+from tests.support.gateway import admin_headers, gateway_client, gateway_settings, portal_headers
 from tests.support.payments import Harness, new_id, running_payments, wait_for
+from tests.support.subscriptions import details
 from tests.support.webhooks import Receiver
 
 pytestmark = pytest.mark.integration
@@ -324,3 +330,147 @@ async def test_a_redelivered_event_adds_no_second_delivery(payments: Harness) ->
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_the_endpoints_api_over_grpc(payments: Harness, receiver: Receiver) -> None:
+    org = new_id("org")
+    stub = payments.stub
+    created = await stub.CreateWebhookEndpoint(
+        wh.CreateWebhookEndpointRequest(
+            org_id=org, url=receiver.url(), event_types=["invoice.paid"], request_id=new_id("r")
+        ),
+        timeout=5,
+    )
+    ep = created.webhook_endpoint
+    assert created.secret.startswith("whsec_") and ep.enabled
+    got = await stub.GetWebhookEndpoint(
+        wh.GetWebhookEndpointRequest(org_id=org, endpoint_id=ep.endpoint_id), timeout=5
+    )
+    assert got.webhook_endpoint == ep
+    listed = await stub.ListWebhookEndpoints(wh.ListWebhookEndpointsRequest(org_id=org), timeout=5)
+    assert [e.endpoint_id for e in listed.webhook_endpoints] == [ep.endpoint_id]
+
+    # Every bad field in one answer.
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.CreateWebhookEndpoint(
+            wh.CreateWebhookEndpointRequest(
+                org_id=org, url="ftp://x", event_types=["invoice.exploded"]
+            ),
+            timeout=5,
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, _, fields = details(bad.value)
+    assert set(fields) == {"url", "event_types[0]"}
+    # Another org's endpoint is not found.
+    with pytest.raises(grpc.aio.AioRpcError) as other:
+        await stub.GetWebhookEndpoint(
+            wh.GetWebhookEndpointRequest(org_id=new_id("org"), endpoint_id=ep.endpoint_id),
+            timeout=5,
+        )
+    assert other.value.code() == grpc.StatusCode.NOT_FOUND
+    assert details(other.value)[0] == "WEBHOOK_ENDPOINT_NOT_FOUND"
+
+    await invoice_paid(payments, org)
+    await wait_for(lambda: _has(receiver, 1))
+    assert_signed(
+        receiver.ok()[0].body, receiver.ok()[0].headers["tally-signature"], created.secret
+    )
+
+    rotated = await stub.RotateWebhookEndpointSecret(
+        wh.RotateWebhookEndpointSecretRequest(org_id=org, endpoint_id=ep.endpoint_id), timeout=5
+    )
+    assert rotated.secret != created.secret
+    log = await stub.ListWebhookDeliveries(
+        wh.ListWebhookDeliveriesRequest(org_id=org, endpoint_id=ep.endpoint_id), timeout=5
+    )
+    (entry,) = log.webhook_deliveries
+    assert entry.state == wh.WEBHOOK_DELIVERY_STATE_SUCCEEDED
+    assert entry.last_status_code == 200 and entry.attempt_count == 1
+    resent = await stub.ResendWebhookDelivery(
+        wh.ResendWebhookDeliveryRequest(org_id=org, delivery_id=entry.delivery_id), timeout=5
+    )
+    assert resent.webhook_delivery.state == wh.WEBHOOK_DELIVERY_STATE_PENDING
+    # The resend wakes the dispatcher; during the rotation both secrets sign it.
+    await wait_for(lambda: _has(receiver, 2))
+    again = receiver.ok()[1]
+    assert again.json["id"] == entry.delivery_id
+    assert_signed(again.body, again.headers["tally-signature"], rotated.secret)
+    assert_signed(again.body, again.headers["tally-signature"], created.secret)
+
+    updated = await stub.UpdateWebhookEndpoint(
+        wh.UpdateWebhookEndpointRequest(
+            org_id=org,
+            webhook_endpoint=wh.WebhookEndpoint(endpoint_id=ep.endpoint_id, enabled=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["enabled"]),
+        ),
+        timeout=5,
+    )
+    assert not updated.webhook_endpoint.enabled
+    assert updated.webhook_endpoint.url == receiver.url()
+    with pytest.raises(grpc.aio.AioRpcError) as disabled:
+        await stub.ResendWebhookDelivery(
+            wh.ResendWebhookDeliveryRequest(org_id=org, delivery_id=entry.delivery_id), timeout=5
+        )
+    assert disabled.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await stub.DeleteWebhookEndpoint(
+        wh.DeleteWebhookEndpointRequest(org_id=org, endpoint_id=ep.endpoint_id), timeout=5
+    )
+    listed = await stub.ListWebhookEndpoints(wh.ListWebhookEndpointsRequest(org_id=org), timeout=5)
+    assert list(listed.webhook_endpoints) == []
+
+
+async def test_the_portal_and_admin_routes_through_the_gateway(payments: Harness) -> None:
+    org = new_id("org")
+    nobody = f"127.0.0.1:{free_port()}"
+    settings = gateway_settings(
+        catalog_addr=nobody,
+        subscriptions_addr=nobody,
+        usage_addr=nobody,
+        invoicing_addr=nobody,
+        payments_addr=f"127.0.0.1:{payments.runtime.port}",
+        grpc_deadline_seconds=3.0,
+    )
+    async with gateway_client(settings) as client:
+        made = await client.post(
+            "/portal/billing/v1/webhookEndpoints",
+            json={"url": "https://example.com/hook", "eventTypes": ["subscription.*"]},
+            headers=portal_headers(org),
+        )
+        assert made.status_code == 200, made.text
+        body = made.json()
+        endpoint_id = body["webhookEndpoint"]["endpointId"]
+        assert body["webhookEndpoint"]["orgId"] == org and body["secret"]
+        # Staff see it under the org; another org's portal does not.
+        listed = await client.get(
+            f"/super-admin/billing/v1/orgs/{org}/webhookEndpoints", headers=admin_headers()
+        )
+        assert [e["endpointId"] for e in listed.json()["webhookEndpoints"]] == [endpoint_id]
+        assert "secret" not in listed.json()["webhookEndpoints"][0]
+        stranger = await client.get(
+            f"/portal/billing/v1/webhookEndpoints/{endpoint_id}",
+            headers=portal_headers(new_id("org")),
+        )
+        assert stranger.status_code == 404
+        bad = await client.post(
+            "/portal/billing/v1/webhookEndpoints",
+            json={"url": "nope", "eventTypes": []},
+            headers=portal_headers(org),
+        )
+        assert bad.status_code == 400
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        patched = await client.patch(
+            f"/super-admin/billing/v1/orgs/{org}/webhookEndpoints/{endpoint_id}",
+            json={"webhookEndpoint": {"url": "https://example.com/v2"}, "updateMask": "url"},
+            headers=admin_headers(),
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["webhookEndpoint"]["url"] == "https://example.com/v2"
+        log = await client.get(
+            f"/portal/billing/v1/webhookEndpoints/{endpoint_id}/deliveries",
+            headers=portal_headers(org),
+        )
+        assert log.status_code == 200 and log.json().get("webhookDeliveries", []) == []
+        gone = await client.delete(
+            f"/portal/billing/v1/webhookEndpoints/{endpoint_id}", headers=portal_headers(org)
+        )
+        assert gone.status_code == 200, gone.text
