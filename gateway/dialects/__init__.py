@@ -26,9 +26,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class DialectError(Exception):
-    """A request the dialect cannot read: ``details`` maps a field path to its problems."""
+    """A request the dialect cannot read: ``details`` maps a field (or an index) to its problems."""
 
-    def __init__(self, message: str, details: dict[str, list[str]]) -> None:
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
         super().__init__(message)
         self.message = message
         self.details = details

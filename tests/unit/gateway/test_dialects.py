@@ -1,0 +1,196 @@
+"""The dialect codecs (Lago, OpenMeter) and the gateway's API key cache, without services."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.datastructures import Headers
+
+from gateway.apikeys import ApiKeyVerifier, KeyPrincipal
+from gateway.dialects import DialectError, Outcome, lago, openmeter, unix_time
+from gateway.problems import Problem
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def lago_event(**extra: Any) -> dict[str, Any]:
+    return {"transaction_id": "tx-1", "code": "api_calls", **extra}
+
+
+def test_lago_event_mapped_onto_the_key_org() -> None:
+    [event] = lago.decode(
+        {
+            "event": lago_event(
+                external_subscription_id="sub-1",
+                external_customer_id="org_a",
+                timestamp=1764770400.25,
+                properties={"tokens": 12, "ratio": 0.5, "region": "eu", "ok": True},
+            )
+        },
+        "org_a",
+        batch=False,
+    )
+    assert event.org_id == "org_a"
+    assert event.idempotency_key == "tx-1"
+    assert event.metric_code == "api_calls"
+    assert event.subscription_id == "sub-1"
+    assert event.event_time.ToDatetime(UTC) == EPOCH + timedelta(seconds=1764770400.25)
+    assert dict(event.properties) == {"tokens": "12", "ratio": "0.5", "region": "eu", "ok": "true"}
+
+
+def test_lago_refuses_another_customer_and_names_every_bad_field() -> None:
+    with pytest.raises(DialectError) as bad:
+        lago.decode({"event": {"external_customer_id": "org_b"}}, "org_a", batch=False)
+    assert bad.value.details == {
+        "transaction_id": ["value_is_mandatory"],
+        "code": ["value_is_mandatory"],
+        "external_customer_id": ["customer_not_found"],
+    }
+    with pytest.raises(DialectError) as batch:
+        lago.decode(
+            {"events": [lago_event(), lago_event(timestamp="soon", properties={"a": [1]})]},
+            "org_a",
+            batch=True,
+        )
+    assert batch.value.details == {
+        "1": {"timestamp": ["invalid_format"], "properties": ["invalid_format: a"]}
+    }
+
+
+@pytest.mark.parametrize("body", [[], {"events": []}, {"events": {}}, {"event": "x"}])
+def test_lago_malformed_bodies(body: Any) -> None:
+    with pytest.raises(DialectError):
+        lago.decode(body, "org_a", batch=isinstance(body, dict) and "events" in body)
+
+
+def test_lago_oversize_batch_refused_whole() -> None:
+    with pytest.raises(DialectError) as bad:
+        lago.decode({"events": [lago_event()] * 1001}, "org_a", batch=True)
+    assert "at most 1000" in bad.value.message
+
+
+def test_lago_error_shape_and_stable_lago_id() -> None:
+    assert lago.error_body(422, "validation_errors", {"code": ["unknown_metric"]}) == {
+        "status": 422,
+        "error": "Unprocessable Entity",
+        "code": "validation_errors",
+        "error_details": {"code": ["unknown_metric"]},
+    }
+    [event] = lago.decode({"event": lago_event()}, "org_a", batch=False)
+    [same] = lago.decode({"event": lago_event()}, "org_a", batch=False)
+    [other_org] = lago.decode({"event": lago_event()}, "org_b", batch=False)
+    outcome = Outcome("accepted", "", "")
+    first = lago.event_answer(event, outcome)["lago_id"]
+    assert first == lago.event_answer(same, outcome)["lago_id"]
+    assert first != lago.event_answer(other_org, outcome)["lago_id"]
+
+
+@given(st.integers(min_value=0, max_value=253402300799 * 10**6 - 1))
+def test_unix_seconds_keep_every_microsecond(micros: int) -> None:
+    text = str(Decimal(micros) / 10**6)
+    assert unix_time(text) == EPOCH + timedelta(microseconds=micros)
+
+
+@pytest.mark.parametrize("value", [True, None, "soon", "NaN", "inf", [1], 1e300])
+def test_unix_time_refuses_what_is_no_time(value: Any) -> None:
+    assert unix_time(value) is None
+
+
+def cloudevent(**extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "//app",
+        "type": "tokens",
+        "subject": "org_a",
+        **extra,
+    }
+
+
+def test_openmeter_dedupes_by_source_and_id_and_flattens_data() -> None:
+    [event] = openmeter.decode(
+        cloudevent(
+            time="2026-12-03T10:00:00.5Z",
+            data={"tokens": 7, "model": {"name": "small"}, "tags": ["a"], "none": None},
+        ),
+        "org_a",
+    )
+    assert event.idempotency_key == "//app e-1"
+    assert event.metric_code == "tokens"
+    assert event.org_id == "org_a"
+    assert dict(event.properties) == {"tokens": "7", "model.name": "small", "tags": '["a"]'}
+    assert event.event_time.ToJsonString() == "2026-12-03T10:00:00.500Z"
+    [a, b] = openmeter.decode([cloudevent(), cloudevent(source="//other")], "org_a")
+    assert a.idempotency_key != b.idempotency_key
+
+
+def test_openmeter_problems_name_each_attribute() -> None:
+    with pytest.raises(Problem) as bad:
+        openmeter.decode([cloudevent(), {"specversion": "0.3", "subject": "org_b"}], "org_a")
+    assert bad.value.status == 400
+    assert {v.field for v in bad.value.violations} == {
+        "[1].specversion",
+        "[1].id",
+        "[1].source",
+        "[1].type",
+        "[1].subject",
+    }
+    with pytest.raises(Problem) as big:
+        openmeter.decode([cloudevent()] * 1001, "org_a")
+    assert big.value.reason == "BATCH_TOO_LARGE"
+
+
+class FakeVerify:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.valid: dict[str, KeyPrincipal] = {}
+
+    async def __call__(self, secret: str) -> KeyPrincipal | None:
+        self.calls += 1
+        return self.valid.get(secret)
+
+
+def bearer(secret: str) -> Headers:
+    return Headers({"authorization": f"Bearer {secret}"})
+
+
+def test_api_key_cache_ttl_forget_and_unknown_keys() -> None:
+    now = [0.0]
+    verify = FakeVerify()
+    verify.valid["s1"] = KeyPrincipal("org_a", "key_1")
+    cache = ApiKeyVerifier(verify, ttl_seconds=10, clock=lambda: now[0])
+
+    async def run() -> None:
+        assert (await cache.principal(bearer("s1"))).org_id == "org_a"
+        await cache.principal(bearer("s1"))
+        assert verify.calls == 1  # cached
+        del verify.valid["s1"]  # revoked elsewhere: honoured once the TTL ends
+        now[0] = 9.9
+        await cache.principal(bearer("s1"))
+        now[0] = 10.0
+        with pytest.raises(Problem) as gone:
+            await cache.principal(bearer("s1"))
+        assert gone.value.status == 401
+        verify.valid["s2"] = KeyPrincipal("org_a", "key_2")
+        await cache.principal(bearer("s2"))
+        cache.forget("key_2")  # revoked through this gateway: at once
+        del verify.valid["s2"]
+        with pytest.raises(Problem):
+            await cache.principal(bearer("s2"))
+        calls = verify.calls
+        for _ in range(2):  # unknown keys are asked each time, never cached
+            with pytest.raises(Problem):
+                await cache.principal(bearer("nope"))
+        assert verify.calls == calls + 2
+        for headers in (Headers({}), Headers({"authorization": "Basic abc"})):
+            with pytest.raises(Problem) as missing:
+                await cache.principal(headers)
+            assert missing.value.status == 401
+
+    asyncio.run(run())
