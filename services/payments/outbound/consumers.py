@@ -25,15 +25,6 @@ from services.payments.repository import PaymentsUnitOfWork
 PRODUCERS = ("invoicing", "payments", "subscriptions", "usage")
 
 
-def _usage_events() -> tuple[type[Message], ...]:
-    found: list[type[Message]] = [ue.UsageThresholdCrossedEvent]
-    # usage.event_rejected is delivered once its producer declares it.
-    rejected = getattr(ue, "UsageEventRejectedEvent", None)
-    if rejected is not None:
-        found.append(rejected)
-    return tuple(found)
-
-
 EVENTS: dict[str, tuple[type[Message], ...]] = {
     "invoicing": (ie.InvoiceFinalizedEvent, ie.InvoicePaidEvent, ie.InvoiceVoidedEvent),
     "payments": (pe.PaymentSucceededEvent, pe.PaymentFailedEvent, pe.PaymentRefundedEvent),
@@ -47,7 +38,7 @@ EVENTS: dict[str, tuple[type[Message], ...]] = {
         se.SubscriptionRenewedEvent,
         se.SubscriptionPeriodClosedEvent,
     ),
-    "usage": _usage_events(),
+    "usage": (ue.UsageThresholdCrossedEvent, ue.UsageEventRejectedEvent),
 }
 
 

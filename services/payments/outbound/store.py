@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.kit.keyset import newest_first
 from services.payments.outbound.domain import DeliveryState
-from services.payments.outbound.tables import webhook_delivery_table, webhook_endpoint_table
+from services.payments.repository.tables import webhook_delivery_table, webhook_endpoint_table
 
 E = webhook_endpoint_table
 D = webhook_delivery_table

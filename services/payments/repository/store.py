@@ -30,7 +30,10 @@ from services.kit.keyset import newest_first, where_equal
 from services.kit.outbox import Outbox
 from services.kit.uow import UnitOfWork
 from services.payments import domain as d
-from services.payments.outbound.store import WebhookRepository
+
+# A module, not a name: outbound's store imports this package's tables, so
+# either side may be the one imported first.
+from services.payments.outbound import store as outbound_store
 from services.payments.repository.tables import (
     customer_table,
     invoice_table,
@@ -628,7 +631,7 @@ class PaymentsRepository:
 
 class PaymentsUnitOfWork(UnitOfWork):
     repo: PaymentsRepository
-    webhooks: WebhookRepository
+    webhooks: outbound_store.WebhookRepository
 
     def __init__(
         self,
@@ -641,5 +644,5 @@ class PaymentsUnitOfWork(UnitOfWork):
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         self.repo = PaymentsRepository(self.session)
-        self.webhooks = WebhookRepository(self.session)
+        self.webhooks = outbound_store.WebhookRepository(self.session)
         return self

@@ -14,6 +14,8 @@ from tally.events.v1 import usage_events_pb2 as ue
 from tally.subscriptions.v1 import resources_pb2 as sub_pb2
 from tally.usage.v1 import resources_pb2 as usage_pb2
 
+from services.kit.events import subject_of
+from services.payments.outbound import consumers
 from services.payments.outbound import domain as d
 from services.usage.emitter import WebhookSignatureError, verify_signature
 
@@ -44,7 +46,15 @@ def test_org_comes_from_the_event_or_the_resource_it_carries() -> None:
     assert d.org_of(created) == "org_b"
     crossed = ue.UsageThresholdCrossedEvent(aggregate=usage_pb2.UsageAggregate(org_id="org_c"))
     assert d.org_of(crossed) == "org_c"
+    assert d.org_of(ue.UsageEventRejectedEvent(org_id="org_d")) == "org_d"
     assert d.org_of(ie.InvoicePaidEvent()) == ""
+
+
+def test_every_selectable_type_has_a_consumer_and_back() -> None:
+    consumed = {
+        d.event_type_of(subject_of(cls)) for classes in consumers.EVENTS.values() for cls in classes
+    }
+    assert consumed == d.EVENT_TYPES
 
 
 def test_event_type_is_the_subject_without_its_producer() -> None:

@@ -1,7 +1,7 @@
 """Outbound webhooks: the endpoints orgs register and one delivery per
 (event, endpoint) with its retry schedule and last outcome.
 
-A frozen snapshot of services/payments/outbound/tables.py.
+A frozen snapshot of their tables in services/payments/repository/tables.py.
 
 Revision ID: 9a7e1f000004
 Revises: 9a7e1f000003
