@@ -38,6 +38,7 @@ from console import (
     portal_plans,
     portal_profile,
     portal_usage,
+    rejected_events,
 )
 from console.gateway import ADMIN, Gateway, Problem, Unavailable, valid_request_id
 from console.money import format_money
@@ -324,6 +325,7 @@ def create_app(
         *admin_audit.routes(console),
         *admin_catalog.routes(console),
         *admin_usage.routes(console),
+        *rejected_events.routes(console),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(
