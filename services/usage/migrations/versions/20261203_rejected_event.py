@@ -1,7 +1,7 @@
 """The rejection feed: every usage event that did not count, with its reason.
 
 Revision ID: 0a9e1f000304
-Revises: 0a9e1f000302
+Revises: 0a9e1f000303 (the ingestion API keys)
 Create Date: 2026-12-03
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 from services.kit.migrations import migration_schema
 
 revision = "0a9e1f000304"
-down_revision = "0a9e1f000302"
+down_revision = "0a9e1f000303"
 branch_labels = None
 depends_on = None
 
