@@ -15,6 +15,7 @@ import httpx
 
 from services.kit.clock import Clock, SystemClock
 from services.kit.tasks import raise_if_cancelling
+from services.payments.metrics import record_webhook_attempt
 from services.payments.outbound import domain as d
 from services.payments.outbound import handlers as h
 from services.payments.outbound.store import Delivery, Endpoint
@@ -23,6 +24,11 @@ from services.payments.repository import PaymentsUnitOfWork
 log = logging.getLogger("tally.payments.webhooks")
 
 BATCH = 50
+_OUTCOMES = {
+    d.DeliveryState.SUCCEEDED: "succeeded",
+    d.DeliveryState.PENDING: "retrying",
+    d.DeliveryState.FAILED: "failed",
+}
 USER_AGENT = "Tally-Webhooks/1"
 
 
@@ -87,6 +93,7 @@ class WebhookDispatcher:
         async with self.make_uow() as uow:
             recorded = await h.record_attempt(uow, delivery.delivery_id, outcome, at, self.policy)
             await uow.commit()
+        record_webhook_attempt(_OUTCOMES[recorded.state])
         if not d.succeeded(status):
             log.info(
                 "webhook %s to %s failed (%s), attempt %d",

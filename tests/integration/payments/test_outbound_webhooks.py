@@ -27,6 +27,7 @@ from services.payments.outbound.dispatcher import WebhookDispatcher
 from services.payments.outbound.store import Delivery, Endpoint
 from services.usage.emitter import WebhookSignatureError, verify_signature
 from tests.support.gateway import admin_headers, gateway_client, gateway_settings, portal_headers
+from tests.support.metrics import scrape, value
 from tests.support.payments import Harness, new_id, running_payments, wait_for
 from tests.support.subscriptions import details
 from tests.support.webhooks import Receiver
@@ -136,6 +137,9 @@ def assert_signed(received_body: bytes, header: str, secret: str) -> None:
 async def test_every_event_arrives_signed_once_through_500_and_down(
     payments: Harness, receiver: Receiver
 ) -> None:
+    assert payments.runtime.http is not None
+    metrics_url = f"http://127.0.0.1:{payments.runtime.http.port}"
+    before = await scrape(metrics_url)
     org = new_id("org")
     ep = await endpoint(payments, org, receiver.url(), ["invoice.paid", "payment.*"])
     receiver.status = 500
@@ -191,6 +195,14 @@ async def test_every_event_arrives_signed_once_through_500_and_down(
     assert by_type["payment.succeeded"]["data"]["amount"]["amount_minor"] == "4900"
     # The 500 answers carried the same ids: a receiver dedupes by them.
     assert {r.json["id"] for r in receiver.requests} == set(first)
+    # billing.webhook.attempts{outcome}: two deliveries, two failures each, then success.
+    after = await scrape(metrics_url)
+
+    def moved(outcome: str) -> float:
+        name = "billing_webhook_attempts_total"
+        return value(after, name, outcome=outcome) - value(before, name, outcome=outcome)
+
+    assert (moved("retrying"), moved("succeeded"), moved("failed")) == (4, 2, 0)
 
 
 async def test_a_forged_or_altered_body_fails_verification(
