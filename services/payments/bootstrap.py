@@ -86,7 +86,10 @@ def _subscriptions(ctx: ServiceContext) -> Sequence[Subscription[Any]]:
             collector_of(ctx),
             messages_per_transaction=ctx.settings.consumer_messages_per_transaction,
         ),
-        *webhook_consumers.subscriptions(webhook_dispatcher_of(ctx)),
+        *webhook_consumers.subscriptions(
+            webhook_dispatcher_of(ctx),
+            messages_per_transaction=ctx.settings.consumer_messages_per_transaction,
+        ),
     ]
 
 

@@ -43,8 +43,10 @@ EVENTS: dict[str, tuple[type[Message], ...]] = {
 
 
 def subscriptions(
-    dispatcher: WebhookDispatcher, clock: Clock | None = None
+    dispatcher: WebhookDispatcher, clock: Clock | None = None, *, messages_per_transaction: int = 1
 ) -> Sequence[Subscription[Any]]:
+    """``messages_per_transaction``: safe because the handler only writes
+    delivery rows; the sending happens in the dispatcher, woken after the commit."""
     the_clock: Clock = clock or SystemClock()
 
     async def on_event(uow: PaymentsUnitOfWork, event: Message, envelope: EventEnvelope) -> None:
@@ -56,6 +58,7 @@ def subscriptions(
         Subscription[PaymentsUnitOfWork](
             durable=f"webhooks-{producer}",
             handlers=dict.fromkeys(EVENTS[producer], handler),
+            messages_per_transaction=messages_per_transaction,
         )
         for producer in PRODUCERS
     ]

@@ -106,7 +106,8 @@ async def update_endpoint(
 async def delete_endpoint(
     uow: PaymentsUnitOfWork, endpoint_id: str, org_id: str, now: datetime
 ) -> Endpoint:
-    """Soft delete: the delivery log stays readable by id; nothing more is sent."""
+    """Soft delete: nothing more is sent, the API no longer shows it, and
+    its delivery rows stay in the table for support."""
     current = await uow.webhooks.endpoint(endpoint_id, org_id, lock=True)
     if current is None:
         raise _endpoint_missing(endpoint_id)
