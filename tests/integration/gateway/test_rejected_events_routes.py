@@ -97,3 +97,29 @@ async def test_admin_and_portal_routes_list_an_orgs_own_rejections(
     )
     assert bad.status_code == 400
     assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_dialects_rejection_lands_in_the_feed(http: httpx.AsyncClient) -> None:
+    """Lago's route goes through RecordUsageBatch: its rejections are kept too."""
+    org = f"org_lago_{uuid.uuid4().hex[:6]}"
+    created = await http.post(
+        f"{ADMIN}/orgs/{org}/apiKeys", json={"name": "feed"}, headers=admin_headers()
+    )
+    assert created.status_code == 200, created.text
+    secret = created.json()["secret"]
+    sent = await http.post(
+        "/api/v1/events",
+        json={
+            "event": {
+                "transaction_id": "lago-unknown",
+                "external_customer_id": org,
+                "code": "no_such_metric",
+                "timestamp": 1764700000,
+            }
+        },
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert sent.status_code == 422, sent.text
+    listed = await http.get(f"{PORTAL}/rejectedEvents", headers=portal_headers(org))
+    assert _keys(listed) == ["lago-unknown"]
+    assert listed.json()["rejectedEvents"][0]["reason"] == "USAGE_REJECTION_REASON_UNKNOWN_METRIC"
