@@ -58,7 +58,9 @@ class ApiKeyVerifier:
         self._cache: dict[bytes, tuple[KeyPrincipal, float]] = {}
 
     async def principal(self, headers: Headers) -> KeyPrincipal:
-        secret = bearer_secret(headers)
+        return await self.principal_of(bearer_secret(headers))
+
+    async def principal_of(self, secret: str) -> KeyPrincipal:
         digest = hashlib.sha256(secret.encode()).digest()
         now = self._clock()
         cached = self._cache.get(digest)

@@ -35,7 +35,7 @@ from gateway.apikeys import ApiKeyVerifier, KeyPrincipal
 from gateway.audit import AuditReader
 from gateway.auth import Authorizer, Principal
 from gateway.descriptors import http_bindings
-from gateway.dialects import lago, openmeter
+from gateway.dialects import lago, openmeter, stripe_meter
 from gateway.dialects.routes import DialectRoutes, verify_with
 from gateway.docs import (
     AUDIT_PATH,
@@ -222,7 +222,13 @@ def create_app(settings: GatewaySettings) -> Starlette:
         except grpc.aio.AioRpcError as error:
             raise problems.from_rpc_error(error) from None
 
-    dialects = DialectRoutes(api_keys, record_batch, admit_key, request_id)
+    dialects = DialectRoutes(
+        api_keys,
+        record_batch,
+        admit_key,
+        request_id,
+        stripe_meter.Sessions(settings.meter_session_key),
+    )
 
     async def healthz(request: Request) -> JSONResponse:
         statuses = await health.check_all(channels, settings.health_deadline_seconds)
@@ -482,6 +488,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
             Route(CONTEXT_PATH, support_context, methods=["GET"]),
             Route(openmeter.PATH, dialects.events, methods=["POST"]),
             Route(lago.BATCH_PATH, dialects.lago_batch, methods=["POST"]),
+            Route(stripe_meter.V1_PATH, dialects.stripe_v1, methods=["POST"]),
+            Route(stripe_meter.SESSION_PATH, dialects.stripe_session, methods=["POST"]),
+            Route(stripe_meter.STREAM_PATH, dialects.stripe_stream, methods=["POST"]),
             Route("/{rest:path}", transcode, methods=methods),
         ],
         lifespan=lifespan,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import grpc
 from starlette.requests import Request
@@ -18,8 +20,8 @@ from starlette.responses import JSONResponse, Response
 from tally.usage.v1 import resources_pb2, usage_pb2
 
 from gateway import cloudevents, problems
-from gateway.apikeys import ApiKeyVerifier, KeyPrincipal
-from gateway.dialects import DialectError, lago, openmeter, outcome_of
+from gateway.apikeys import ApiKeyVerifier, KeyPrincipal, bearer_secret, unauthorized
+from gateway.dialects import DialectError, lago, openmeter, outcome_of, stripe_meter
 from gateway.docs import document_route
 from gateway.problems import Problem
 
@@ -103,6 +105,74 @@ document_route(
     errors=(400, 401, 404, 422, 429, 503),
 )
 
+_STRIPE_EVENT = {
+    "type": "object",
+    "required": ["event_name", "payload"],
+    "properties": {
+        "event_name": {"type": "string", "description": "a metric code"},
+        "identifier": {"type": "string"},
+        "timestamp": {"type": "integer", "description": "Unix seconds"},
+        "payload": {
+            "type": "object",
+            "properties": {
+                "stripe_customer_id": {"type": "string", "description": "the API key's org id"},
+                "value": {"type": "string"},
+            },
+        },
+    },
+}
+document_route(
+    "post",
+    stripe_meter.V1_PATH,
+    operation_id="publicGatewayStripeMeterEvent",
+    summary="Stripe's billing meter event (form-encoded), answered as a billing.meter_event",
+    description="`Authorization: Bearer <API key>`; Stripe's error shape." + _SEE,
+    response={"type": "object", "properties": {"object": {"const": "billing.meter_event"}}},
+    headers=_AUTH,
+    request_body={
+        "required": True,
+        "content": {"application/x-www-form-urlencoded": {"schema": _STRIPE_EVENT}},
+    },
+    errors=(400, 401, 404, 429, 503),
+)
+document_route(
+    "post",
+    stripe_meter.SESSION_PATH,
+    operation_id="publicGatewayStripeMeterEventSession",
+    summary="Stripe's v2 meter event session: a 15-minute token for the stream",
+    description="`Authorization: Bearer <API key>`." + _SEE,
+    response={
+        "type": "object",
+        "properties": {
+            "authentication_token": {"type": "string"},
+            "expires_at": {"type": "string"},
+        },
+    },
+    headers=_AUTH,
+    errors=(401, 404, 429),
+)
+document_route(
+    "post",
+    stripe_meter.STREAM_PATH,
+    operation_id="publicGatewayStripeMeterEventStream",
+    summary="Stripe's v2 meter event stream: up to 100 events per call",
+    description="`Authorization: Bearer <session authentication_token>`." + _SEE,
+    response={"type": "object"},
+    headers={"Authorization": {"type": "string", "description": "Bearer <session token>"}},
+    request_body={
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"events": {"type": "array", "items": _STRIPE_EVENT}},
+                }
+            }
+        },
+    },
+    errors=(400, 401, 404, 429, 503),
+)
+
 
 class DialectRoutes:
     def __init__(
@@ -111,7 +181,9 @@ class DialectRoutes:
         record: Record,
         admit: Admit,
         request_id: Callable[[Request], str],
+        sessions: stripe_meter.Sessions,
     ) -> None:
+        self.sessions = sessions
         self.verifier = verifier
         self.record = record
         self.admit = admit
@@ -174,6 +246,71 @@ class DialectRoutes:
             return problem.response(rid)
         return Response(status_code=204)
 
+    async def stripe_v1(self, request: Request) -> Response:
+        """``POST /v1/billing/meter_events``: one form-encoded meter event."""
+        try:
+            principal = await self._principal(request)
+            try:
+                pairs = parse_qsl((await request.body()).decode(), keep_blank_values=True)
+            except UnicodeDecodeError:
+                return _stripe_error(400, stripe_meter.error_body("the body is not UTF-8"))
+            event = stripe_meter.decode_form(pairs, principal.org_id)
+            reply = await self.record([event], principal, self.request_id(request))
+        except DialectError as bad:
+            return _stripe_invalid(bad)
+        except Problem as problem:
+            return _stripe_problem(problem)
+        [outcome] = [outcome_of(r) for r in reply.results]
+        if outcome.status == "rejected":
+            return _stripe_error(
+                400,
+                stripe_meter.error_body(
+                    f"{outcome.reason}: {outcome.message}", param="event_name", code=outcome.reason
+                ),
+            )
+        return JSONResponse(stripe_meter.meter_event(event, outcome))
+
+    async def stripe_session(self, request: Request) -> Response:
+        """``POST /v2/billing/meter_event_session``: a 15-minute token for the stream."""
+        try:
+            await self._principal(request)
+        except Problem as problem:
+            return _stripe_problem(problem)
+        secret = bearer_secret(request.headers)
+        return JSONResponse(self.sessions.open(secret, time.time()))
+
+    async def stripe_stream(self, request: Request) -> Response:
+        """``POST /v2/billing/meter_event_stream``: up to 100 events, session token auth."""
+        try:
+            await self.admit(None)
+            secret = self.sessions.secret(bearer_secret(request.headers), time.time())
+            if secret is None:
+                raise unauthorized("unknown or expired meter event session")
+            principal = await self.verifier.principal_of(secret)
+            await self.admit(principal)
+            body = _json(await request.body())
+            if body is _MALFORMED:
+                return _stripe_error(400, stripe_meter.error_body("the body is not JSON"))
+            events = stripe_meter.decode_stream(body, principal.org_id)
+            reply = await self.record(events, principal, self.request_id(request))
+        except DialectError as bad:
+            return _stripe_invalid(bad)
+        except Problem as problem:
+            return _stripe_problem(problem)
+        outcomes = [outcome_of(r) for r in reply.results]
+        rejected = [
+            f"events[{i}]: {o.reason}: {o.message}"
+            for i, o in enumerate(outcomes)
+            if o.status == "rejected"
+        ]
+        if rejected:
+            message = (
+                f"{len(rejected)} of {len(events)} events were not counted (the others were"
+                " stored): " + "; ".join(rejected)
+            )
+            return _stripe_error(400, stripe_meter.error_body(message, code="events_rejected"))
+        return JSONResponse({})
+
 
 _MALFORMED = object()
 
@@ -187,6 +324,26 @@ def _json(raw: bytes) -> Any:
 
 def _has(body: Any, key: str) -> bool:
     return isinstance(body, dict) and key in body
+
+
+def _stripe_error(status: int, body: dict[str, Any]) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _stripe_invalid(bad: DialectError) -> JSONResponse:
+    param = bad.details.get("param", [None])[0]
+    code = bad.details.get("code", ["parameter_invalid"])[0]
+    return _stripe_error(400, stripe_meter.error_body(bad.message, param=param, code=code))
+
+
+def _stripe_problem(problem: Problem) -> JSONResponse:
+    body = stripe_meter.error_body(problem.detail, code=(problem.reason or "error").lower())
+    if problem.status == 401:
+        body["error"]["type"] = "invalid_request_error"
+    elif problem.status >= 500:
+        body["error"]["type"] = "api_error"
+    return _stripe_error(problem.status, body)
 
 
 def _lago_error(status: int, code: str, details: dict[str, Any] | None) -> JSONResponse:

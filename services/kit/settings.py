@@ -215,6 +215,9 @@ class GatewaySettings(CommonSettings):
     # cached this long: a revoked key stops working within it (at once when it
     # is revoked through this gateway process).
     api_key_cache_seconds: float = Field(default=10.0, ge=0)
+    # Fernet key sealing Stripe v2 meter event session tokens; unset: one per
+    # process (then a session works only on the replica that opened it).
+    meter_session_key: str | None = None
     # `limits` notation ("120/minute"); storage is in-memory unless a URI is given.
     rate_limit_per_subject: str = "600/minute"
     rate_limit_per_org: str = "1200/minute"

@@ -1,4 +1,4 @@
-"""Lago's and OpenMeter's usage APIs at the gateway, driven by their official SDKs.
+"""Lago's, OpenMeter's and Stripe's usage APIs at the gateway, driven by their official SDKs.
 
 The gateway is served by uvicorn on a free port (the SDKs bring their own HTTP
 clients, called from a thread) over the real catalog, subscriptions and usage
@@ -15,9 +15,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
+import stripe
 from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from corehttp.exceptions import ClientAuthenticationError, HttpResponseError
@@ -517,3 +519,87 @@ async def test_api_keys_listed_without_secrets_revoked_and_unknown_are_401(world
         f"{ADMIN}/orgs/{world.org_b}/apiKeys/{key['keyId']}:revoke", json={}, headers=admin
     )
     assert r.status_code == 404
+
+
+def _stripe(world: World, key: str | None = None) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        key or world.secret_a,
+        base_addresses={"api": world.base_url, "meter_events": world.base_url},
+        max_network_retries=0,
+    )
+
+
+async def test_stripe_sdk_meter_events_v1_and_v2_count_once(world: World) -> None:
+    tokens_before, value_before = await world.aggregate(world.org_a, world.tokens)
+    client = _stripe(world)
+    params: dict[str, Any] = {
+        "event_name": world.tokens,
+        "identifier": f"stripe-1-{world.suffix}",
+        "payload": {"stripe_customer_id": world.org_a, "value": "25"},
+        "timestamp": int(datetime.now(UTC).timestamp()),
+    }
+    answer = await asyncio.to_thread(client.v1.billing.meter_events.create, params)
+    assert answer.object == "billing.meter_event"
+    assert answer.identifier == params["identifier"]
+    assert answer.payload["value"] == "25"
+    await asyncio.to_thread(client.v1.billing.meter_events.create, params)  # counted once
+    value = await world.settled(world.org_a, world.tokens, tokens_before + 1)
+    assert int(value) == int(value_before) + 25
+
+    session = await asyncio.to_thread(client.v2.billing.meter_event_session.create)
+    assert session.authentication_token
+    streaming = _stripe(world, session.authentication_token)
+    events = {
+        "events": [
+            {
+                "event_name": world.tokens,
+                "identifier": f"stripe-v2-{i}-{world.suffix}",
+                "payload": {"stripe_customer_id": world.org_a, "value": str(i + 1)},
+            }
+            for i in range(100)
+        ]
+    }
+    await asyncio.to_thread(streaming.v2.billing.meter_event_stream.create, events)
+    await asyncio.to_thread(streaming.v2.billing.meter_event_stream.create, events)
+    value = await world.settled(world.org_a, world.tokens, tokens_before + 101)
+    assert int(value) == int(value_before) + 25 + sum(range(1, 101))
+
+
+async def test_stripe_errors_in_stripes_shape(world: World) -> None:
+    client = _stripe(world)
+    with pytest.raises(stripe.InvalidRequestError) as other_org:
+        await asyncio.to_thread(
+            client.v1.billing.meter_events.create,
+            {"event_name": world.calls, "payload": {"stripe_customer_id": world.org_b}},
+        )
+    assert other_org.value.param == "payload[stripe_customer_id]"
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        await asyncio.to_thread(
+            client.v1.billing.meter_events.create,
+            {"event_name": "no_such_metric", "payload": {"stripe_customer_id": world.org_a}},
+        )
+    assert unknown.value.code == "unknown_metric"
+    with pytest.raises(stripe.AuthenticationError):
+        await asyncio.to_thread(
+            _stripe(world, "tally_key_nope").v1.billing.meter_events.create,
+            {"event_name": world.calls, "payload": {"stripe_customer_id": world.org_a}},
+        )
+    # A session token that is not one, and more than 100 events in a stream call.
+    r = await world.http.post(
+        "/v2/billing/meter_event_stream",
+        json={"events": []},
+        headers={"Authorization": f"Bearer {world.secret_a}"},
+    )
+    assert r.status_code == 401 and r.json()["error"]["type"] == "invalid_request_error"
+    session = await world.http.post(
+        "/v2/billing/meter_event_session", headers={"Authorization": f"Bearer {world.secret_a}"}
+    )
+    token = session.json()["authentication_token"]
+    one = {"event_name": world.calls, "payload": {"stripe_customer_id": world.org_a}}
+    r = await world.http.post(
+        "/v2/billing/meter_event_stream",
+        json={"events": [one] * 101},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 400, r.text
+    assert "1 to 100" in r.json()["error"]["message"]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
 from gateway.apikeys import ApiKeyVerifier, KeyPrincipal
-from gateway.dialects import DialectError, Outcome, lago, openmeter, unix_time
+from gateway.dialects import DialectError, Outcome, lago, openmeter, stripe_meter, unix_time
 from gateway.problems import Problem
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -194,3 +194,60 @@ def test_api_key_cache_ttl_forget_and_unknown_keys() -> None:
             assert missing.value.status == 401
 
     asyncio.run(run())
+
+
+def test_stripe_form_mapped_and_other_customers_refused() -> None:
+    event = stripe_meter.decode_form(
+        [
+            ("event_name", "tokens"),
+            ("identifier", "id-1"),
+            ("timestamp", "1764770400"),
+            ("payload[stripe_customer_id]", "org_a"),
+            ("payload[value]", "25"),
+            ("payload[model]", "small"),
+        ],
+        "org_a",
+    )
+    assert (event.metric_code, event.idempotency_key, event.value) == ("tokens", "id-1", "25")
+    assert dict(event.properties) == {"model": "small"}
+    assert event.event_time.seconds == 1764770400
+    for pairs, param in (
+        (
+            [("payload[stripe_customer_id]", "org_b"), ("event_name", "t")],
+            "payload[stripe_customer_id]",
+        ),
+        ([("payload[stripe_customer_id]", "org_a")], "event_name"),
+        (
+            [
+                ("event_name", "t"),
+                ("payload[stripe_customer_id]", "org_a"),
+                ("payload[value]", "1.5"),
+            ],
+            "payload[value]",
+        ),
+        (
+            [("event_name", "t"), ("payload[stripe_customer_id]", "org_a"), ("timestamp", "soon")],
+            "timestamp",
+        ),
+    ):
+        with pytest.raises(DialectError) as bad:
+            stripe_meter.decode_form(pairs, "org_a")
+        assert bad.value.details["param"] == [param]
+    # Without an identifier each call is a new event, as Stripe makes one up.
+    a, b = (
+        stripe_meter.decode_form(
+            [("event_name", "t"), ("payload[stripe_customer_id]", "org_a")], "org_a"
+        )
+        for _ in range(2)
+    )
+    assert a.idempotency_key != b.idempotency_key
+
+
+def test_stripe_sessions_seal_the_key_for_15_minutes() -> None:
+    sessions = stripe_meter.Sessions(None)
+    token = sessions.open("tally_key_1_secret", now=1_000_000)["authentication_token"]
+    assert "tally_key_1_secret" not in token
+    assert sessions.secret(token, now=1_000_000 + 899) == "tally_key_1_secret"
+    assert sessions.secret(token, now=1_000_000 + 901) is None
+    assert stripe_meter.Sessions(None).secret(token, now=1_000_000) is None  # another key
+    assert sessions.secret("garbage", now=1_000_000) is None
