@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -116,7 +117,7 @@ async def test_every_reason_lands_once_and_a_retry_is_listed_once(stack: Stack) 
         ("r-before", REJECTED, R.USAGE_REJECTION_REASON_NO_ACTIVE_SUBSCRIPTION),
     ]
     assert statuses == expected
-    assert await aggregate(stub, sub, "api_calls") == (1, 1)
+    assert await aggregate(stub, sub, "api_calls") == (Decimal(1), 1)
 
     feed = await _feed(stub, org)
     wanted = sorted((key, reason) for key, status, reason in expected if status == REJECTED)
@@ -185,7 +186,7 @@ async def test_an_out_of_range_time_rejects_that_event_not_its_batch(stack: Stac
     assert [r.status for r in reply.results] == [ACCEPTED, REJECTED, ACCEPTED, REJECTED]
     assert reply.results[1].reason == R.USAGE_REJECTION_REASON_INVALID_EVENT_TIME
     assert "event_time" in reply.results[1].message
-    assert await aggregate(stub, sub, "api_calls") == (2, 2)
+    assert await aggregate(stub, sub, "api_calls") == (Decimal(2), 2)
 
     # RecordUsage and StreamUsage go the same way: an answer, not INVALID_ARGUMENT.
     single = await stub.RecordUsage(
