@@ -9,6 +9,8 @@ cached, so a key created a moment ago works on its first call.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -37,10 +39,20 @@ Verify = Callable[[str], Awaitable[KeyPrincipal | None]]
 
 
 def bearer_secret(headers: Headers) -> str:
+    """The key of ``Bearer <key>``, or of ``Basic`` with the key as user name (``curl -u key:``,
+    as Stripe's docs authenticate)."""
     scheme, _, secret = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    secret = secret.strip()
+    if scheme.lower() == "basic" and secret:
+        try:
+            secret = base64.b64decode(secret, validate=True).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            secret = ""
+    elif scheme.lower() != "bearer":
+        secret = ""
+    if not secret:
         raise unauthorized("send the API key as Authorization: Bearer <key>")
-    return secret.strip()
+    return secret
 
 
 def unauthorized(detail: str = "unknown or revoked API key") -> Problem:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
-from gateway.apikeys import ApiKeyVerifier, KeyPrincipal
+from gateway.apikeys import ApiKeyVerifier, KeyPrincipal, bearer_secret
 from gateway.dialects import DialectError, Outcome, lago, openmeter, stripe_meter, unix_time
 from gateway.problems import Problem
 
@@ -251,3 +252,14 @@ def test_stripe_sessions_seal_the_key_for_15_minutes() -> None:
     assert sessions.secret(token, now=1_000_000 + 901) is None
     assert stripe_meter.Sessions(None).secret(token, now=1_000_000) is None  # another key
     assert sessions.secret("garbage", now=1_000_000) is None
+
+
+def test_the_key_as_basic_auth_user_name_as_curl_u_sends_it() -> None:
+    basic = base64.b64encode(b"tally_key_1_secret:").decode()
+    assert bearer_secret(Headers({"authorization": f"Basic {basic}"})) == "tally_key_1_secret"
+    assert bearer_secret(Headers({"authorization": "Bearer tally_key_1_secret"})) == (
+        "tally_key_1_secret"
+    )
+    for bad in ("Basic !!", "Basic " + base64.b64encode(b":pw").decode(), "Token x", "Bearer "):
+        with pytest.raises(Problem):
+            bearer_secret(Headers({"authorization": bad}))
