@@ -369,3 +369,31 @@ async def test_every_rpc_answers_bad_input_clearly_and_writes_nothing(
     written = {t: (before[t], after[t]) for t in before if before[t] != after[t]}
     assert {t: n for t, n in written.items() if not t.endswith(".audit_entry")} == {}
     assert await audited_successes(database_url) == before_successes
+
+
+async def test_an_out_of_range_event_time_is_answered_per_event_not_for_the_call(
+    services: dict[str, ServiceRuntime],
+) -> None:
+    """The junk Timestamp above, as a usage event's time, rejects that event only
+    (USAGE_REJECTION_REASON_INVALID_EVENT_TIME); it used to fail the whole call."""
+    from tally.usage.v1 import resources_pb2 as usage_resources
+    from tally.usage.v1 import usage_pb2, usage_pb2_grpc
+
+    def junk_time(key: str) -> usage_resources.UsageEvent:
+        event = usage_resources.UsageEvent(org_id="org_a", metric_code="api_calls")
+        event.idempotency_key = key
+        event.event_time.seconds = MAX_TIMESTAMP_SECONDS + 1
+        return event
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{services['usage'].port}") as channel:
+        stub = usage_pb2_grpc.UsageServiceStub(channel)
+        single = await stub.RecordUsage(
+            usage_pb2.RecordUsageRequest(event=junk_time("bad-time-1")), timeout=10
+        )
+        batch = await stub.RecordUsageBatch(
+            usage_pb2.RecordUsageBatchRequest(events=[junk_time("bad-time-2")]), timeout=10
+        )
+    for result in (single.result, batch.results[0]):
+        assert result.status == usage_resources.USAGE_EVENT_STATUS_REJECTED
+        assert result.reason == usage_resources.USAGE_REJECTION_REASON_INVALID_EVENT_TIME
+    assert batch.rejected_count == 1
