@@ -123,3 +123,20 @@ async def test_a_dialects_rejection_lands_in_the_feed(http: httpx.AsyncClient) -
     listed = await http.get(f"{PORTAL}/rejectedEvents", headers=portal_headers(org))
     assert _keys(listed) == ["lago-unknown"]
     assert listed.json()["rejectedEvents"][0]["reason"] == "USAGE_REJECTION_REASON_UNKNOWN_METRIC"
+
+
+async def test_an_unparseable_time_over_http_is_a_malformed_body(http: httpx.AsyncClient) -> None:
+    org = f"org_t_{uuid.uuid4().hex[:6]}"
+    events = [
+        {"orgId": org, "metricCode": "api_calls", "idempotencyKey": "t1"},
+        {"orgId": org, "metricCode": "api_calls", "idempotencyKey": "t2", "eventTime": "soon"},
+    ]
+    r = await http.post(
+        f"{INTERNAL}/usage/events:batchRecord", json={"events": events}, headers=service_headers()
+    )
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert [v["field"] for v in r.json()["violations"]] == ["events.eventTime"]
+    assert "events[1].eventTime" in r.json()["detail"]
+    listed = await http.get(f"{PORTAL}/rejectedEvents", headers=portal_headers(org))
+    assert _keys(listed) == []
