@@ -3,6 +3,7 @@ portal route takes it from the token, and one org never sees another's."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -31,9 +32,18 @@ async def http(database_url: str, nats_url: str) -> AsyncIterator[httpx.AsyncCli
 
 async def _reject(http: httpx.AsyncClient, org: str, keys: list[str]) -> None:
     events = [{"orgId": org, "metricCode": "no_such_metric", "idempotencyKey": k} for k in keys]
-    r = await http.post(
-        f"{INTERNAL}/usage/events:batchRecord", json={"events": events}, headers=service_headers()
-    )
+    # Retried while the services warm up on a loaded machine (a 503 or 504 from
+    # the gateway's deadline): safe, as the feed keeps a retried rejection once.
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        r = await http.post(
+            f"{INTERNAL}/usage/events:batchRecord",
+            json={"events": events},
+            headers=service_headers(),
+        )
+        if r.status_code not in (503, 504) or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
     assert r.status_code == 200, r.text
     assert {x["reason"] for x in r.json()["results"]} == {"USAGE_REJECTION_REASON_UNKNOWN_METRIC"}
 
