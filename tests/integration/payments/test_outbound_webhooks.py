@@ -486,3 +486,29 @@ async def test_the_portal_and_admin_routes_through_the_gateway(payments: Harness
             f"/portal/billing/v1/webhookEndpoints/{endpoint_id}", headers=portal_headers(org)
         )
         assert gone.status_code == 200, gone.text
+
+
+async def test_a_send_whose_outcome_was_lost_is_sent_again_after_its_lease(
+    payments: Harness, receiver: Receiver
+) -> None:
+    org = new_id("org")
+    ep = await endpoint(payments, org, receiver.url(), ["invoice.paid"])
+    receiver.status = 500
+    await invoice_paid(payments, org)
+    await settled_first_attempts(payments, ep.endpoint_id, 1)
+    (x,) = await deliveries(payments, ep.endpoint_id)
+    assert x.next_attempt_time is not None
+    # A dispatcher leases it and dies before recording anything (crash
+    # between the POST and the second transaction).
+    due = x.next_attempt_time
+    lease = timedelta(minutes=1)
+    async with payments.collector.make_uow() as uow:
+        (leased,) = await uow.webhooks.lease_due(due, due + lease, 10)
+        await uow.commit()
+    assert leased[0].delivery_id == x.delivery_id
+    # While leased nobody sends it; once the lease is over it is sent again.
+    assert await dispatcher(payments).run_once(due + lease / 2) == []
+    receiver.status = 200
+    (sent,) = await dispatcher(payments).run_once(due + lease * 2)
+    assert sent.state is d.DeliveryState.SUCCEEDED and sent.attempt_count == 2
+    assert [r.json["id"] for r in receiver.ok()] == [x.delivery_id]

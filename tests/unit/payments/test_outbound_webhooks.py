@@ -101,6 +101,32 @@ def test_backoff_doubles_up_to_its_cap_and_ends_after_three_days() -> None:
     assert p.horizon - p.max_wait <= at - T0 <= p.horizon
 
 
+@given(
+    first=st.integers(min_value=10, max_value=600),
+    factor=st.floats(min_value=1.5, max_value=4.0),
+    cap_hours=st.integers(min_value=1, max_value=24),
+    horizon_days=st.integers(min_value=1, max_value=5),
+)
+def test_any_schedule_grows_within_its_cap_and_ends_inside_its_horizon(
+    first: int, factor: float, cap_hours: int, horizon_days: int
+) -> None:
+    p = d.RetryPolicy(
+        first_wait=timedelta(seconds=first),
+        factor=factor,
+        max_wait=timedelta(hours=cap_hours),
+        horizon=timedelta(days=horizon_days),
+    )
+    at, attempts, previous = T0, 1, timedelta(0)
+    while (nxt := p.next_attempt(T0, attempts, at)) is not None:
+        wait = nxt - at
+        assert previous <= wait <= p.max_wait
+        at, attempts, previous = nxt, attempts + 1, wait
+        assert attempts < 1_000
+    assert at - T0 <= p.horizon
+    # It ends only because the next wait would pass the horizon.
+    assert at + p.wait_after(attempts) - T0 > p.horizon
+
+
 def test_sustained_failure_disables() -> None:
     p = d.RetryPolicy()
     assert not d.should_disable(p, None, T0, final=True)
