@@ -23,6 +23,7 @@ from gateway import cloudevents, problems
 from gateway.apikeys import ApiKeyVerifier, KeyPrincipal, bearer_secret, unauthorized
 from gateway.dialects import DialectError, lago, openmeter, outcome_of, stripe_meter
 from gateway.docs import document_route
+from gateway.openapi import schema_ref
 from gateway.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -37,20 +38,59 @@ Record = Callable[
 Admit = Callable[[KeyPrincipal | None], Awaitable[None]]
 
 
-_LAGO_EVENT = {
-    "type": "object",
-    "required": ["transaction_id", "code"],
-    "properties": {
-        "transaction_id": {"type": "string"},
-        "external_subscription_id": {"type": "string"},
-        "external_customer_id": {"type": "string", "description": "the API key's org id"},
-        "code": {"type": "string", "description": "a metric code"},
-        "timestamp": {"type": ["number", "string"], "description": "Unix seconds"},
-        "properties": {"type": "object"},
+_LAGO_EVENT = "gateway.LagoEvent"
+_CLOUD_EVENT = "gateway.CloudEvent"
+_STRIPE_EVENT = "gateway.StripeMeterEvent"
+_OBJECT = {"type": "object"}
+_COMPONENTS: dict[str, dict[str, Any]] = {
+    _LAGO_EVENT: {
+        "type": "object",
+        "required": ["transaction_id", "code"],
+        "properties": {
+            "transaction_id": {"type": "string"},
+            "external_subscription_id": {"type": "string"},
+            "external_customer_id": {"type": "string", "description": "the API key's org id"},
+            "code": {"type": "string", "description": "a metric code"},
+            "timestamp": {"type": ["number", "string"], "description": "Unix seconds"},
+            "properties": _OBJECT,
+        },
+    },
+    _CLOUD_EVENT: cloudevents.schema(single=True)
+    | {
+        "properties": {
+            "specversion": {"type": "string", "enum": ["1.0"]},
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "type": {"type": "string", "description": "a metric code"},
+            "subject": {"type": "string", "description": "the API key's org id"},
+            "time": {"type": "string", "format": "date-time"},
+            "data": _OBJECT,
+        }
+    },
+    _STRIPE_EVENT: {
+        "type": "object",
+        "required": ["event_name", "payload"],
+        "properties": {
+            "event_name": {"type": "string", "description": "a metric code"},
+            "identifier": {"type": "string"},
+            "timestamp": {"type": "integer", "description": "Unix seconds"},
+            "payload": {
+                "type": "object",
+                "properties": {
+                    "stripe_customer_id": {"type": "string", "description": "the API key's org id"},
+                    "value": {"type": "string"},
+                },
+            },
+        },
     },
 }
 _AUTH = {"Authorization": {"type": "string", "description": "Bearer <ingestion API key>"}}
 _SEE = " See docs/integrations.md for the mapping onto Tally's usage events."
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": schema_ref(name)}
+
 
 document_route(
     "post",
@@ -65,19 +105,20 @@ document_route(
         " object with `event` is Lago's: `{\"event\": {...}}` answered with Lago's"
         " event, 422 `validation_errors` in Lago's error shape." + _SEE
     ),
-    response={"type": "object", "properties": {"event": {"type": "object"}}},
+    response={"type": "object", "properties": {"event": _OBJECT}},
     headers=_AUTH,
     request_body={
         "required": True,
         "content": {
             "application/json": {
-                "schema": {"type": "object", "properties": {"event": _LAGO_EVENT}}
+                "schema": {"type": "object", "properties": {"event": schema_ref(_LAGO_EVENT)}}
             },
-            cloudevents.SINGLE: {"schema": {"type": "object"}},
-            cloudevents.BATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+            cloudevents.SINGLE: {"schema": schema_ref(_CLOUD_EVENT)},
+            cloudevents.BATCH: {"schema": _list_of(_CLOUD_EVENT)},
         },
     },
     errors=(400, 401, 404, 422, 429, 503),
+    components=_COMPONENTS,
 )
 document_route(
     "post",
@@ -89,38 +130,19 @@ document_route(
         " `{\"events\": [...]}` as Lago's; 422 in Lago's error shape names each"
         " rejected event by its index (the others are stored)." + _SEE
     ),
-    response={"type": "object", "properties": {"events": {"type": "array"}}},
+    response={"type": "object", "properties": {"events": {"type": "array", "items": _OBJECT}}},
     headers=_AUTH,
     request_body={
         "required": True,
         "content": {
             "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"events": {"type": "array", "items": _LAGO_EVENT}},
-                }
+                "schema": {"type": "object", "properties": {"events": _list_of(_LAGO_EVENT)}}
             }
         },
     },
     errors=(400, 401, 404, 422, 429, 503),
+    components=_COMPONENTS,
 )
-
-_STRIPE_EVENT = {
-    "type": "object",
-    "required": ["event_name", "payload"],
-    "properties": {
-        "event_name": {"type": "string", "description": "a metric code"},
-        "identifier": {"type": "string"},
-        "timestamp": {"type": "integer", "description": "Unix seconds"},
-        "payload": {
-            "type": "object",
-            "properties": {
-                "stripe_customer_id": {"type": "string", "description": "the API key's org id"},
-                "value": {"type": "string"},
-            },
-        },
-    },
-}
 document_route(
     "post",
     stripe_meter.V1_PATH,
@@ -131,9 +153,10 @@ document_route(
     headers=_AUTH,
     request_body={
         "required": True,
-        "content": {"application/x-www-form-urlencoded": {"schema": _STRIPE_EVENT}},
+        "content": {"application/x-www-form-urlencoded": {"schema": schema_ref(_STRIPE_EVENT)}},
     },
     errors=(400, 401, 404, 429, 503),
+    components=_COMPONENTS,
 )
 document_route(
     "post",
@@ -157,20 +180,18 @@ document_route(
     operation_id="publicGatewayStripeMeterEventStream",
     summary="Stripe's v2 meter event stream: up to 100 events per call",
     description="`Authorization: Bearer <session authentication_token>`." + _SEE,
-    response={"type": "object"},
+    response=_OBJECT,
     headers={"Authorization": {"type": "string", "description": "Bearer <session token>"}},
     request_body={
         "required": True,
         "content": {
             "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"events": {"type": "array", "items": _STRIPE_EVENT}},
-                }
+                "schema": {"type": "object", "properties": {"events": _list_of(_STRIPE_EVENT)}}
             }
         },
     },
     errors=(400, 401, 404, 429, 503),
+    components=_COMPONENTS,
 )
 
 

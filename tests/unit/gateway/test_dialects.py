@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -161,40 +160,36 @@ def bearer(secret: str) -> Headers:
     return Headers({"authorization": f"Bearer {secret}"})
 
 
-def test_api_key_cache_ttl_forget_and_unknown_keys() -> None:
+async def test_api_key_cache_ttl_forget_and_unknown_keys() -> None:
     now = [0.0]
     verify = FakeVerify()
     verify.valid["s1"] = KeyPrincipal("org_a", "key_1")
     cache = ApiKeyVerifier(verify, ttl_seconds=10, clock=lambda: now[0])
-
-    async def run() -> None:
-        assert (await cache.principal(bearer("s1"))).org_id == "org_a"
+    assert (await cache.principal(bearer("s1"))).org_id == "org_a"
+    await cache.principal(bearer("s1"))
+    assert verify.calls == 1  # cached
+    del verify.valid["s1"]  # revoked elsewhere: honoured once the TTL ends
+    now[0] = 9.9
+    await cache.principal(bearer("s1"))
+    now[0] = 10.0
+    with pytest.raises(Problem) as gone:
         await cache.principal(bearer("s1"))
-        assert verify.calls == 1  # cached
-        del verify.valid["s1"]  # revoked elsewhere: honoured once the TTL ends
-        now[0] = 9.9
-        await cache.principal(bearer("s1"))
-        now[0] = 10.0
-        with pytest.raises(Problem) as gone:
-            await cache.principal(bearer("s1"))
-        assert gone.value.status == 401
-        verify.valid["s2"] = KeyPrincipal("org_a", "key_2")
+    assert gone.value.status == 401
+    verify.valid["s2"] = KeyPrincipal("org_a", "key_2")
+    await cache.principal(bearer("s2"))
+    cache.forget("key_2")  # revoked through this gateway: at once
+    del verify.valid["s2"]
+    with pytest.raises(Problem):
         await cache.principal(bearer("s2"))
-        cache.forget("key_2")  # revoked through this gateway: at once
-        del verify.valid["s2"]
+    calls = verify.calls
+    for _ in range(2):  # unknown keys are asked each time, never cached
         with pytest.raises(Problem):
-            await cache.principal(bearer("s2"))
-        calls = verify.calls
-        for _ in range(2):  # unknown keys are asked each time, never cached
-            with pytest.raises(Problem):
-                await cache.principal(bearer("nope"))
-        assert verify.calls == calls + 2
-        for headers in (Headers({}), Headers({"authorization": "Basic abc"})):
-            with pytest.raises(Problem) as missing:
-                await cache.principal(headers)
-            assert missing.value.status == 401
-
-    asyncio.run(run())
+            await cache.principal(bearer("nope"))
+    assert verify.calls == calls + 2
+    for headers in (Headers({}), Headers({"authorization": "Basic abc"})):
+        with pytest.raises(Problem) as missing:
+            await cache.principal(headers)
+        assert missing.value.status == 401
 
 
 def test_stripe_form_mapped_and_other_customers_refused() -> None:
