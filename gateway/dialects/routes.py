@@ -239,7 +239,8 @@ class DialectRoutes:
                 return _lago_error(422, "validation_errors", bad.details)
             reply = await self.record(events, principal, self.request_id(request))
         except Problem as problem:
-            return _lago_error(problem.status, (problem.reason or "error").lower(), None)
+            code = (problem.reason or "error").lower()
+            return _lago_error(problem.status, code, None, problem.headers)
         outcomes = [outcome_of(r) for r in reply.results]
         rejected = {
             str(i): lago.rejection_details(o)
@@ -347,9 +348,10 @@ def _has(body: Any, key: str) -> bool:
     return isinstance(body, dict) and key in body
 
 
-def _stripe_error(status: int, body: dict[str, Any]) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+def _stripe_error(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=_headers(status, headers))
 
 
 def _stripe_invalid(bad: DialectError) -> JSONResponse:
@@ -364,12 +366,22 @@ def _stripe_problem(problem: Problem) -> JSONResponse:
         body["error"]["type"] = "invalid_request_error"
     elif problem.status >= 500:
         body["error"]["type"] = "api_error"
-    return _stripe_error(problem.status, body)
+    return _stripe_error(problem.status, body, problem.headers)
 
 
-def _lago_error(status: int, code: str, details: dict[str, Any] | None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(lago.error_body(status, code, details), status_code=status, headers=headers)
+def _lago_error(
+    status: int,
+    code: str,
+    details: dict[str, Any] | None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = lago.error_body(status, code, details)
+    return JSONResponse(body, status_code=status, headers=_headers(status, headers))
+
+
+def _headers(status: int, given: dict[str, str] | None) -> dict[str, str]:
+    # A 429's Retry-After comes along from the Problem; a 401 says which scheme.
+    return {**(given or {}), **({"WWW-Authenticate": "Bearer"} if status == 401 else {})}
 
 
 async def verify_with(

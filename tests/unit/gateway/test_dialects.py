@@ -7,13 +7,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.routing import Route
 
 from gateway.apikeys import ApiKeyVerifier, KeyPrincipal, bearer_secret
 from gateway.dialects import DialectError, Outcome, lago, openmeter, stripe_meter, unix_time
+from gateway.dialects.routes import DialectRoutes
 from gateway.problems import Problem
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -258,3 +262,52 @@ def test_the_key_as_basic_auth_user_name_as_curl_u_sends_it() -> None:
     for bad in ("Basic !!", "Basic " + base64.b64encode(b":pw").decode(), "Token x", "Bearer "):
         with pytest.raises(Problem):
             bearer_secret(Headers({"authorization": bad}))
+
+
+async def test_a_refusal_keeps_its_status_and_headers_in_every_dialect() -> None:
+    """A spent rate limit is each dialect's 429 with Retry-After; a service away its 503."""
+    verify = FakeVerify()
+    verify.valid["s1"] = KeyPrincipal("org_a", "key_1")
+    refusal: list[Problem] = []
+
+    async def admit(principal: KeyPrincipal | None) -> None:
+        if principal is not None and refusal:
+            raise refusal[0]
+
+    async def record(events: Any, principal: KeyPrincipal, rid: str) -> Any:
+        raise Problem(503, "the usage service is not reachable", "UNAVAILABLE")
+
+    routes = DialectRoutes(
+        ApiKeyVerifier(verify, 10), record, admit, lambda _: "rid-1", stripe_meter.Sessions(None)
+    )
+    app = Starlette(
+        routes=[
+            Route("/api/v1/events", routes.events, methods=["POST"]),
+            Route("/v1/billing/meter_events", routes.stripe_v1, methods=["POST"]),
+        ]
+    )
+    auth = {"Authorization": "Bearer s1"}
+    lago_body = {"event": {"transaction_id": "t", "code": "c"}}
+    cloud = {"specversion": "1.0", "id": "i", "source": "s", "type": "c", "subject": "org_a"}
+    stripe_form = {"event_name": "c", "payload[stripe_customer_id]": "org_a"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway.test"
+    ) as http:
+        for limited in (False, True):
+            refusal[:] = [Problem(429, "slow down", "RATE_LIMITED", headers={"Retry-After": "7"})]
+            if not limited:
+                refusal.clear()
+            status = 429 if limited else 503
+            lago_answer = await http.post("/api/v1/events", json=lago_body, headers=auth)
+            om_answer = await http.post("/api/v1/events", json=cloud, headers=auth)
+            stripe_answer = await http.post(
+                "/v1/billing/meter_events", data=stripe_form, headers=auth
+            )
+            for answer in (lago_answer, om_answer, stripe_answer):
+                assert answer.status_code == status, answer.text
+                assert (answer.headers.get("retry-after") == "7") is limited
+            assert lago_answer.json()["status"] == status
+            assert om_answer.headers["content-type"].startswith("application/problem+json")
+            assert stripe_answer.json()["error"]["type"] == (
+                "invalid_request_error" if limited else "api_error"
+            )
