@@ -18,7 +18,11 @@ from services.kit.tasks import raise_if_cancelling
 from services.usage import consumers, grpc_api, repository
 from services.usage.handlers.emitter import emit_aggregated
 from services.usage.handlers.ingest import DEFAULT_COPY_THRESHOLD
-from services.usage.handlers.rejections import announce_rejections
+from services.usage.handlers.rejections import (
+    ANNOUNCE_BATCH,
+    ANNOUNCE_ROUNDS,
+    announce_rejections,
+)
 from services.usage.repository.ingest import stage_on_connect
 
 log = logging.getLogger(__name__)
@@ -63,12 +67,18 @@ def emitter_job(ctx: ServiceContext, interval: timedelta) -> Job:
                     await uow.commit()
                 if emitted:
                     log.debug("usage.aggregated: %d events", emitted)
-                # Its own transaction: a failure here never holds back the aggregates.
-                async with ctx.unit_of_work() as uow:
-                    announced = await announce_rejections(uow)
-                    await uow.commit()
-                if announced:
-                    log.debug("usage.event_rejected: %d rejections announced", announced)
+                # Own transactions: a failure here never holds back the aggregates.
+                # Full rounds go again (bounded), so a sustained flood is announced
+                # at up to ANNOUNCE_ROUNDS x ANNOUNCE_BATCH rows a tick, never more
+                # than ANNOUNCE_ROUNDS messages per org.
+                for _ in range(ANNOUNCE_ROUNDS):
+                    async with ctx.unit_of_work() as uow:
+                        announced = await announce_rejections(uow, limit=ANNOUNCE_BATCH)
+                        await uow.commit()
+                    if announced:
+                        log.debug("usage.event_rejected: %d rejections announced", announced)
+                    if announced < ANNOUNCE_BATCH:
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -25,6 +25,8 @@ from services.usage.repository.rejections import RejectionFilter
 
 DEFAULT_PAGE_SIZE = 100
 ANNOUNCE_BATCH = 500
+# Rounds per tick of the emitter job while rounds come back full.
+ANNOUNCE_ROUNDS = 10
 
 
 async def list_rejected_events(
