@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,3 +69,71 @@ class EventPlan:
                     for i in range(start, min(start + size, self.count))
                 ]
             }
+
+    def org_batches(self, size: int) -> Iterator[tuple[str, range]]:
+        """Batches of at most ``size`` events, each of one org (a dialect call is one API key's)."""
+        for start in range(0, self.count, size):
+            stop = min(start + size, self.count)
+            org = self.org_of(start)
+            if self.org_of(stop - 1) != org:
+                raise ValueError(f"a batch of {size} spans two orgs: make run a multiple of it")
+            yield org, range(start, stop)
+
+    def lago_batches(self, size: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Lago's ``/api/v1/events/batch`` body per org: ``{"events": [...]}``."""
+        stamp = self.at.timestamp()
+        for org, indexes in self.org_batches(size):
+            yield (
+                org,
+                {
+                    "events": [
+                        {
+                            "transaction_id": self.key_of(i),
+                            "external_customer_id": org,
+                            "code": self.metric_code,
+                            "timestamp": stamp,
+                        }
+                        for i in indexes
+                    ]
+                },
+            )
+
+    def cloudevents_batches(self, size: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """OpenMeter's CloudEvents batch per org (``application/cloudevents-batch+json``)."""
+        at = self.at.isoformat().replace("+00:00", "Z")
+        for org, indexes in self.org_batches(size):
+            yield (
+                org,
+                [
+                    {
+                        "specversion": "1.0",
+                        "id": self.key_of(i),
+                        "source": "bench",
+                        "type": self.metric_code,
+                        "subject": org,
+                        "time": at,
+                    }
+                    for i in indexes
+                ],
+            )
+
+    def stripe_batches(self, size: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Stripe's v2 ``meter_event_stream`` body per org: ``{"events": [...]}``."""
+        # Stripe's timestamp is whole seconds: rounded up, so an event never
+        # falls before a period that started within the same second.
+        stamp = math.ceil(self.at.timestamp())
+        for org, indexes in self.org_batches(size):
+            yield (
+                org,
+                {
+                    "events": [
+                        {
+                            "event_name": self.metric_code,
+                            "identifier": self.key_of(i),
+                            "timestamp": stamp,
+                            "payload": {"stripe_customer_id": org},
+                        }
+                        for i in indexes
+                    ]
+                },
+            )

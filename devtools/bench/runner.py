@@ -41,6 +41,7 @@ class Sizes:
     events: int
     single_events: int
     http_events: int
+    dialect_events: int
     entitlement_rate: float
     entitlement_seconds: float
     preview_calls: int
@@ -125,6 +126,10 @@ async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
         await step("usage: projections caught up")(
             world.wait_usage_ready(suite.database_url, len(subscribed))
         )
+        # A dialect call is one org's (its API key's); every org gets one.
+        secret_of = await step(f"usage: {len(orgs):,} ingestion API keys")(
+            world.create_api_keys(usage_ch, orgs)
+        )
         at = datetime.now(UTC)
         subscription_of = {s.org_id: s.subscription_id for s in subscribed}
 
@@ -164,6 +169,14 @@ async def measure(suite: Suite, sizes: Sizes, report: BenchReport) -> None:
             )
         )
         report.paths.append(figure(http))
+        for dialect in ingest.DIALECTS:
+            await settle()
+            spoken = await step(f"gateway {dialect}: {sizes.dialect_events:,} events")(
+                ingest.dialect_batch(
+                    suite.gateway_url, dialect, events(dialect, sizes.dialect_events), secret_of
+                )
+            )
+            report.paths.append(figure(spoken))
 
         await settle()
         latencies, errors, sent_rate = await step(
@@ -226,6 +239,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=100_000, help="per gRPC batch/stream path")
     parser.add_argument("--single-events", type=int, default=2000, help="RecordUsage one by one")
     parser.add_argument("--http-events", type=int, default=50_000, help="gateway batch route")
+    parser.add_argument(
+        "--dialect-events",
+        type=int,
+        default=50_000,
+        help="per ingestion dialect (Lago, OpenMeter, Stripe v2), 100 per call",
+    )
     parser.add_argument("--entitlement-rate", type=float, default=1000.0)
     parser.add_argument("--entitlement-seconds", type=float, default=10.0)
     parser.add_argument("--preview-calls", type=int, default=500)
@@ -247,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         args.events,
         args.single_events,
         args.http_events,
+        args.dialect_events,
         args.entitlement_rate,
         args.entitlement_seconds,
         args.preview_calls,

@@ -21,6 +21,7 @@ import nats
 from tally.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tally.catalog.v1 import resources_pb2 as catalog
 from tally.subscriptions.v1 import subscriptions_pb2, subscriptions_pb2_grpc
+from tally.usage.v1 import usage_pb2, usage_pb2_grpc
 
 from services.kit.settings import SERVICE_NAMES
 
@@ -157,6 +158,27 @@ async def subscribe(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return done
+
+
+async def create_api_keys(
+    channel: grpc.aio.Channel, orgs: Sequence[str], *, concurrency: int = 16
+) -> dict[str, str]:
+    """An ingestion API key per org (usage's CreateApiKey): org -> secret, for the dialects."""
+    api = usage_pb2_grpc.UsageServiceStub(channel)
+    queue = list(reversed(orgs))
+    secrets: dict[str, str] = {}
+
+    async def worker() -> None:
+        while queue:
+            org = queue.pop()
+            # No request id: a retried create answers without the secret, so never retry.
+            reply = await api.CreateApiKey(
+                usage_pb2.CreateApiKeyRequest(org_id=org, name="bench"), timeout=DEADLINE
+            )
+            secrets[org] = reply.secret
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return secrets
 
 
 async def wait_for_rows(

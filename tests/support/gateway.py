@@ -112,21 +112,30 @@ async def gateway_served_over_services(
     For clients that bring their own HTTP stack (the official Lago, OpenMeter
     and Stripe SDKs), called from a thread while the loop serves.
     """
-    async with services_for_gateway(database_url, nats_url, **overrides) as settings:
-        port = free_port()
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        try:
-            while not server.started:
-                assert not task.done(), "the gateway did not start"
-                await asyncio.sleep(0.05)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            await task
+    async with (
+        services_for_gateway(database_url, nats_url, **overrides) as settings,
+        gateway_served(settings) as base_url,
+    ):
+        yield base_url
+
+
+@asynccontextmanager
+async def gateway_served(settings: GatewaySettings) -> AsyncIterator[str]:
+    """The gateway app with ``settings`` served by uvicorn on a free port: its base URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "the gateway did not start"
+            await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 @asynccontextmanager
