@@ -108,6 +108,7 @@ def metric_input(message: pb.BillableMetric) -> MetricInput:
         property_key=message.property_key,
         rounding_function=ROUNDINGS.get(message.rounding.function),
         rounding_precision=message.rounding.precision,
+        aliases=tuple(message.aliases),
     )
 
 
@@ -167,6 +168,7 @@ def metric_message(metric: Metric) -> pb.BillableMetric:
         create_time=to_timestamp(metric.create_time),
         update_time=to_timestamp(metric.update_time),
         archive_time=to_timestamp(metric.archive_time),
+        aliases=d.aliases,
     )
     if d.rounding is not None:
         message.rounding.function = _ROUNDING_OUT[d.rounding.function]

@@ -37,6 +37,7 @@ def metric_row(metric: catalog_pb2.BillableMetric) -> MetricRow:
         property_key=metric.property_key,
         active=metric.state != catalog_pb2.METRIC_STATE_ARCHIVED,
         source_update_time=timestamp_or_none(metric, "update_time"),
+        aliases=tuple(metric.aliases),
     )
 
 

@@ -13,9 +13,13 @@ MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 2000
 MAX_PROPERTY_KEY_LENGTH = 128
 MAX_ROUNDING_PRECISION = 12
+MAX_ALIASES = 20
+MAX_ALIAS_LENGTH = 128
 
 # What UpdateMetric's mask may name; "code" is immutable and outputs are ignored.
-MUTABLE_FIELDS = frozenset({"name", "description", "aggregation", "property_key", "rounding"})
+MUTABLE_FIELDS = frozenset(
+    {"name", "description", "aggregation", "property_key", "rounding", "aliases"}
+)
 # What changes the meaning of usage already counted, so frozen once in use.
 DEFINING_FIELDS = ("aggregation", "property_key", "rounding")
 
@@ -35,6 +39,9 @@ class MetricDefinition:
     aggregation: Aggregation
     property_key: str
     rounding: Rounding | None
+    # Other event names of this metric (another billing system's codes); never
+    # defining, so editable while in use: they only route events here.
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class MetricInput:
     property_key: str = ""
     rounding_function: RoundingFunction | None = None
     rounding_precision: int = 0
+    aliases: tuple[str, ...] = ()
 
 
 def validate_definition(raw: MetricInput, path: str, v: Violations) -> MetricDefinition | None:
@@ -107,6 +115,7 @@ def validate_definition(raw: MetricInput, path: str, v: Violations) -> MetricDef
             )
     else:
         rounding = Rounding(raw.rounding_function, raw.rounding_precision)
+    _check_aliases(raw, path, v)
     if len(v.items) != before or raw.aggregation is None:
         return None
     return MetricDefinition(
@@ -115,7 +124,30 @@ def validate_definition(raw: MetricInput, path: str, v: Violations) -> MetricDef
         aggregation=raw.aggregation,
         property_key=raw.property_key,
         rounding=rounding,
+        aliases=tuple(raw.aliases),
     )
+
+
+def _check_aliases(raw: MetricInput, path: str, v: Violations) -> None:
+    # Another system's event names keep their own spelling ("API Request",
+    # "api.request"), so only blanks and control characters are refused.
+    v.check(
+        len(raw.aliases) <= MAX_ALIASES,
+        f"{path}.aliases",
+        f"must have at most {MAX_ALIASES} entries",
+    )
+    seen: set[str] = set()
+    for i, alias in enumerate(raw.aliases):
+        field = f"{path}.aliases[{i}]"
+        if not alias or alias != alias.strip():
+            v.add(field, "must be non-empty without leading or trailing whitespace")
+        elif len(alias) > MAX_ALIAS_LENGTH or not alias.isprintable():
+            v.add(field, f"must be at most {MAX_ALIAS_LENGTH} printable characters")
+        elif alias == raw.code:
+            v.add(field, "is the metric's own code")
+        elif alias in seen:
+            v.add(field, "is listed twice")
+        seen.add(alias)
 
 
 def validate_new_metric(raw: MetricInput, v: Violations) -> MetricDefinition | None:
@@ -134,6 +166,7 @@ def as_input(metric: Metric) -> MetricInput:
         property_key=d.property_key,
         rounding_function=d.rounding.function if d.rounding else None,
         rounding_precision=d.rounding.precision if d.rounding else 0,
+        aliases=d.aliases,
     )
 
 

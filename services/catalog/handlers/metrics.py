@@ -70,6 +70,7 @@ async def create_metric(uow: CatalogUnitOfWork, cmd: CreateMetric) -> Metric:
     v.raise_if_any()
     assert definition is not None
     code = cmd.metric.code
+    await _check_names_free(uow, code, definition.aliases, "")
     now = uow.clock.now()
     metric = Metric(
         metric_id=new_id("met"),
@@ -90,6 +91,24 @@ async def create_metric(uow: CatalogUnitOfWork, cmd: CreateMetric) -> Metric:
     return metric
 
 
+async def _check_names_free(
+    uow: CatalogUnitOfWork, code: str, aliases: tuple[str, ...], metric_id: str
+) -> None:
+    """An event's metric code must name one live metric: a new code or alias
+    may not be another live metric's code or alias (field violations)."""
+    await uow.repo.lock_metric_names()
+    taken = await uow.repo.names_taken([*aliases, *([code] if code else [])], except_id=metric_id)
+    v = Violations()
+    for i, alias in enumerate(aliases):
+        if alias in taken:
+            v.add(f"metric.aliases[{i}]", f"is already a name of metric {taken[alias]!r}")
+    # The same code as another metric stays ALREADY_EXISTS (add_metric); an
+    # alias of one is a bad field.
+    if code in taken and taken[code] != code:
+        v.add("metric.code", f"is already an alias of metric {taken[code]!r}")
+    v.raise_if_any()
+
+
 def metric_code_taken(code: str) -> AlreadyExists:
     return AlreadyExists(
         f"a billable metric with code {code!r} already exists",
@@ -106,6 +125,8 @@ async def update_metric(uow: CatalogUnitOfWork, cmd: UpdateMetric) -> Metric:
     assert definition is not None
     if definition == metric.definition:
         return metric  # nothing changed: no write, no event
+    if definition.aliases != metric.definition.aliases:
+        await _check_names_free(uow, "", definition.aliases, metric.metric_id)
     updated = replace(metric, definition=definition, update_time=uow.clock.now())
     await uow.repo.save_metric(updated)
     uow.emit(

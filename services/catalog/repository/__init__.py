@@ -79,6 +79,32 @@ class CatalogRepository:
         )
         return result.first() is not None
 
+    async def lock_metric_names(self) -> None:
+        """Serialise changes to the live metrics' names (codes and aliases) until
+        commit: uniqueness across a code column and an array column has no
+        constraint to lean on, and metric edits are rare."""
+        await self.session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtext("catalog.metric_names")))
+        )
+
+    async def names_taken(self, names: Sequence[str], *, except_id: str = "") -> dict[str, str]:
+        """Which of ``names`` a live metric other than ``except_id`` already
+        answers to (as its code or an alias), each with that metric's code."""
+        if not names:
+            return {}
+        wanted = list(names)
+        query = select(m.code, m.aliases).where(
+            m.state == MetricState.ACTIVE.value,
+            m.metric_id != except_id,
+            or_(m.code == func.any(wanted), m.aliases.overlap(wanted)),
+        )
+        taken: dict[str, str] = {}
+        for code, aliases in (await self.session.execute(query)).all():
+            for name in (code, *aliases):
+                if name in wanted:
+                    taken.setdefault(name, code)
+        return taken
+
     async def save_metric(self, metric: Metric) -> None:
         values = rows.metric_values(metric)
         del values["metric_id"], values["code"], values["create_time"]

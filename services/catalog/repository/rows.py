@@ -45,6 +45,7 @@ def metric(row: Row[Any]) -> Metric:
             aggregation=Aggregation(row.aggregation),
             property_key=row.property_key,
             rounding=rounding,
+            aliases=tuple(row.aliases),
         ),
         state=MetricState(row.state),
         in_use=bool(row.in_use),
@@ -69,6 +70,7 @@ def metric_values(metric: Metric) -> dict[str, Any]:
         "create_time": metric.create_time,
         "update_time": metric.update_time,
         "archive_time": metric.archive_time,
+        "aliases": list(d.aliases),
     }
 
 

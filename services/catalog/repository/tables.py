@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from services.kit.tables import service_metadata
 
@@ -47,6 +47,7 @@ metric_table = Table(
     Column("create_time", TS, nullable=False),
     Column("update_time", TS, nullable=False),
     Column("archive_time", TS, nullable=True),
+    Column("aliases", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     CheckConstraint("state IN ('active', 'archived')", name="state"),
 )
 

@@ -307,6 +307,28 @@ async def existing_keys(
     return {(r["org_id"], r["idempotency_key"]) for r in rows}
 
 
+def _metrics_by_name(rows: Iterable[Any], wanted: set[str]) -> dict[str, MetricView]:
+    """Each name a batch used, to the metric it names: its code or an alias.
+
+    The catalog keeps names unique among live metrics only, so a live metric
+    wins over an archived one that had the name (which rejects as UNKNOWN_METRIC
+    when nothing live has it)."""
+    by_name: dict[str, MetricView] = {}
+    for r in rows:
+        view = MetricView(
+            code=r["code"],
+            aggregation=Aggregation(r["aggregation"]),
+            property_key=r["property_key"],
+            active=r["active"],
+        )
+        names = [r["code"], *(a for a in r["aliases"] if a in wanted and view.active)]
+        for name in names:
+            held = by_name.get(name)
+            if held is None or (view.active and not held.active):
+                by_name[name] = view
+    return by_name
+
+
 @dataclass(frozen=True)
 class IngestContext:
     """The projections a batch needs, loaded in a handful of queries."""
@@ -332,19 +354,13 @@ async def load_context(
     (they never reopen), only those ending after the batch's earliest event.
     """
     driver = await driver_connection(session)
+    wanted = list(set(metric_codes))
     metric_rows = await driver.fetch(
-        "SELECT code, aggregation, property_key, active FROM metric WHERE code = ANY($1::text[])",
-        list(set(metric_codes)),
+        "SELECT code, aggregation, property_key, active, aliases FROM metric"
+        " WHERE code = ANY($1::text[]) OR aliases && $1::text[]",
+        wanted,
     )
-    metrics = {
-        r["code"]: MetricView(
-            code=r["code"],
-            aggregation=Aggregation(r["aggregation"]),
-            property_key=r["property_key"],
-            active=r["active"],
-        )
-        for r in metric_rows
-    }
+    metrics = _metrics_by_name(metric_rows, set(wanted))
     sub_rows = await driver.fetch(
         "SELECT subscription_id, org_id, state, pause_time, end_time FROM subscription"
         " WHERE org_id = ANY($1::text[]) OR subscription_id = ANY($2::text[])",

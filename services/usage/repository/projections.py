@@ -25,6 +25,7 @@ class MetricRow:
     property_key: str
     active: bool
     source_update_time: datetime | None
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ async def upsert_metric(session: AsyncSession, row: MetricRow) -> None:
         "property_key": row.property_key,
         "active": row.active,
         "source_update_time": row.source_update_time,
+        "aliases": list(row.aliases),
         "updated_at": func.now(),
     }
     stmt = pg_insert(t).values(**values)

@@ -23,7 +23,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from services.kit.tables import service_metadata
 
@@ -38,9 +38,13 @@ metric_table = Table(
     Column("aggregation", Text, nullable=False),
     Column("property_key", Text, nullable=False, server_default=""),
     Column("active", Boolean, nullable=False),
+    # Other codes events may use for this metric (the catalog keeps them unique
+    # among live metrics).
+    Column("aliases", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     # The catalog's update_time: an older event never overwrites a newer one.
     Column("source_update_time", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_metric_aliases", "aliases", postgresql_using="gin"),
 )
 
 subscription_table = Table(
