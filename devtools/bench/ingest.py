@@ -296,7 +296,9 @@ async def dialect_batch(
                 path, content=body, headers={**_bearer(bearer), "Content-Type": media}
             )
             result.latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
+            if response.is_error:
+                # The dialect's own error body says which event and why.
+                raise RuntimeError(f"{name}: {response.status_code} {response.text[:500]}")
             result.accepted += _accepted(dialect, response, events)
             if progress:
                 progress(events)
