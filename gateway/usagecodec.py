@@ -49,6 +49,8 @@ _EVENT_FIELDS = {
     "idempotency_key": "idempotency_key",
     "subscriptionId": "subscription_id",
     "subscription_id": "subscription_id",
+    "externalSubscriptionId": "external_subscription_id",
+    "external_subscription_id": "external_subscription_id",
     "properties": "properties",
 }
 _REQUEST_ID = frozenset({"requestId", "request_id"})

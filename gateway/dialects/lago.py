@@ -8,9 +8,12 @@ code, timestamp, properties}}`` (or ``{"events": [...]}``) becomes
 Lago                           Tally
 =============================  ==========================================
 ``transaction_id``             ``idempotency_key`` (counted once)
-``external_subscription_id``   ``subscription_id`` (must be the org's)
+``external_subscription_id``   ``external_subscription_id``: the org's
+                               subscription with that external id (or
+                               that Tally subscription id), resolved by
+                               the usage service
 ``external_customer_id``       must be the API key's org id, else refused
-``code``                       ``metric_code``
+``code``                       ``metric_code`` (a metric's code or alias)
 ``timestamp`` (Unix seconds)   ``event_time`` (fractions kept to the µs)
 ``properties``                 ``properties`` (scalars as strings); a sum,
                                max or latest metric reads its
@@ -114,7 +117,7 @@ def _event(item: Any, org_id: str, problems: dict[str, list[str]]) -> resources_
     if subscription is not None and not isinstance(subscription, str):
         collect["external_subscription_id"] = ["invalid_format"]
     elif subscription:
-        event.subscription_id = subscription
+        event.external_subscription_id = subscription
     # The org is the key's: naming another customer is refused, never obeyed.
     if customer not in (None, "", org_id):
         collect["external_customer_id"] = ["customer_not_found"]
@@ -147,8 +150,9 @@ def event_answer(event: resources_pb2.UsageEvent, outcome: Outcome) -> dict[str,
         "transaction_id": event.idempotency_key,
         "lago_customer_id": None,
         "external_customer_id": event.org_id,
-        "lago_subscription_id": event.subscription_id or None,
-        "external_subscription_id": event.subscription_id,
+        # The usage service resolves the external id; its answer does not say to which.
+        "lago_subscription_id": None,
+        "external_subscription_id": event.external_subscription_id,
         "code": event.metric_code,
         "timestamp": when.isoformat().replace("+00:00", "Z"),
         "precise_total_amount_cents": None,

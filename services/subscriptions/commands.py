@@ -21,6 +21,7 @@ class CreateSubscription:
     anchor: d.Anchor = d.Anchor.CALENDAR
     start_time: datetime | None = None
     allow_multiple: bool = False
+    external_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from services.subscriptions.repository.entitlement_cache import CachedEntitlemen
 
 MAX_PAGE = 500
 MAX_TRIAL_DAYS = 3650
+MAX_EXTERNAL_ID_LENGTH = 128
 # Timestamp bounds protobuf itself accepts (0001-01-01 .. 9999-12-31).
 _MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
 
@@ -138,6 +139,15 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
         start = _time(v, request, "start_time")
         if start is not None:
             v.check(start <= self.clock.now(), "start_time", "must not be in the future")
+        external_id = request.external_id
+        v.check(
+            external_id == external_id.strip()
+            and len(external_id) <= MAX_EXTERNAL_ID_LENGTH
+            and external_id.isprintable(),
+            "external_id",
+            f"must be at most {MAX_EXTERNAL_ID_LENGTH} printable characters,"
+            " without leading or trailing whitespace",
+        )
         v.raise_if_any()
         cmd = h.CreateSubscription(
             org_id=request.org_id,
@@ -147,6 +157,7 @@ class SubscriptionsApi(subscriptions_pb2_grpc.SubscriptionsServiceServicer):  # 
             anchor=ANCHOR_FROM_PB[request.billing_anchor],
             start_time=start,
             allow_multiple=request.allow_multiple,
+            external_id=external_id,
         )
 
         async def work(uow: SubscriptionsUnitOfWork) -> api.CreateSubscriptionResponse:

@@ -210,6 +210,7 @@ async def create_subscription(
         now=now,
         trial_days=cmd.trial_days,
         allow_multiple=cmd.allow_multiple,
+        external_id=cmd.external_id,
     )
     await _persist(uow, sub, new=True)
     return sub

@@ -105,6 +105,7 @@ def subscription_pb(sub: d.Subscription) -> pb.Subscription:
         billing_anchor=ANCHOR_TO_PB[sub.anchor],
         cancel_at_period_end=sub.cancel_at_period_end,
         pending_schedules=[schedule_pb(s) for s in sub.schedules],
+        external_id=sub.external_id,
     )
     _set_time(out, "start_time", sub.start_time)
     _set_time(out, "trial_end_time", sub.trial_end)

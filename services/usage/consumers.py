@@ -84,6 +84,7 @@ def subscription_row(
         pause_time=timestamp_or_none(sub, "pause_time"),
         end_time=end_time,
         source_update_time=timestamp_or_none(sub, "update_time"),
+        external_id=sub.external_id,
     )
 
 

@@ -100,6 +100,7 @@ def incoming_events(events: Iterable[usage_pb2.UsageEvent]) -> list[IncomingEven
                 event.subscription_id,
                 dict(properties) if properties else {},
                 time_error,
+                event.external_subscription_id,
             )
         )
     return decoded

@@ -84,6 +84,8 @@ class Subscription:
     create_time: datetime
     update_time: datetime
     allow_multiple: bool = False
+    # The org's own id for it (another billing system's); "" when none.
+    external_id: str = ""
     cancel_time: datetime | None = None
     cancel_reason: str = ""
     pause_time: datetime | None = None
@@ -107,6 +109,7 @@ class Subscription:
         now: datetime,
         trial_days: int | None = None,
         allow_multiple: bool = False,
+        external_id: str = "",
     ) -> Subscription:
         if start > now:
             raise InvalidArgument.field("start_time", "must not be in the future")
@@ -128,6 +131,7 @@ class Subscription:
             create_time=now,
             update_time=now,
             allow_multiple=allow_multiple,
+            external_id=external_id,
         )
         sub.marks = [Mark(start, plan.package_version_id, sub._kind())]
         sub._record(lambda s: Created(s))

@@ -22,6 +22,7 @@ from services.subscriptions.repository.projections import (
     ProjectionQueries,
 )
 from services.subscriptions.repository.tables import (
+    EXTERNAL_ID_UNIQUE_INDEX,
     LIVE_UNIQUE_INDEX,
     billing_clock_table,
     closed_period_table,
@@ -131,6 +132,7 @@ class SubscriptionsRepository(ProjectionQueries):
             "current_period_start": sub.period_start,
             "current_period_end": sub.period_end,
             "allow_multiple": sub.allow_multiple,
+            "external_id": sub.external_id,
             "cancel_time": sub.cancel_time,
             "cancel_reason": sub.cancel_reason,
             "pause_time": sub.pause_time,
@@ -152,6 +154,15 @@ class SubscriptionsRepository(ProjectionQueries):
                     ),
                     reason="SUBSCRIPTION_ALREADY_EXISTS",
                     metadata={"org_id": sub.org_id, "package_id": sub.plan.package_id},
+                ) from None
+            if EXTERNAL_ID_UNIQUE_INDEX in str(exc.orig):
+                raise AlreadyExists(
+                    message=(
+                        f"org {sub.org_id} already has a subscription not canceled with"
+                        f" external id {sub.external_id!r}"
+                    ),
+                    reason="SUBSCRIPTION_EXTERNAL_ID_TAKEN",
+                    metadata={"org_id": sub.org_id, "external_id": sub.external_id},
                 ) from None
             raise
         await self._save_schedules([sub])
@@ -234,6 +245,7 @@ class SubscriptionsRepository(ProjectionQueries):
                 create_time=r.create_time,
                 update_time=r.update_time,
                 allow_multiple=r.allow_multiple,
+                external_id=r.external_id,
                 cancel_time=r.cancel_time,
                 cancel_reason=r.cancel_reason,
                 pause_time=r.pause_time,

@@ -87,6 +87,7 @@ subscription_table = Table(
     Column("current_period_start", DateTime(timezone=True), nullable=False),
     Column("current_period_end", DateTime(timezone=True), nullable=False),
     Column("allow_multiple", Boolean, nullable=False),
+    Column("external_id", Text, nullable=False, server_default=""),
     Column("cancel_time", DateTime(timezone=True), nullable=True),
     Column("cancel_reason", Text, nullable=False, server_default=""),
     Column("pause_time", DateTime(timezone=True), nullable=True),
@@ -102,6 +103,14 @@ subscription_table = Table(
         "package_id",
         unique=True,
         postgresql_where=text("state <> 'canceled' AND NOT allow_multiple"),
+    ),
+    # Usage events may name a subscription by it: one meaning per org.
+    Index(
+        "uq_subscription_org_external_id_live",
+        "org_id",
+        "external_id",
+        unique=True,
+        postgresql_where=text("state <> 'canceled' AND external_id <> ''"),
     ),
     Index("ix_subscription_org_id_state", "org_id", "state"),
     Index(
@@ -171,3 +180,4 @@ billing_clock_table = Table(
 )
 
 LIVE_UNIQUE_INDEX = "uq_subscription_org_package_live"
+EXTERNAL_ID_UNIQUE_INDEX = "uq_subscription_org_external_id_live"

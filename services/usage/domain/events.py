@@ -47,6 +47,9 @@ class IncomingEvent:
     # Set when the wire's event_time was no valid instant (event_time is None
     # then): the event is rejected alone instead of failing its batch.
     time_error: str = ""
+    # The org's own id of the subscription (or a subscription id), resolved
+    # by ``resolve_external_subscription`` before validation.
+    external_subscription_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ class SubscriptionView:
     pause_time: datetime | None = None
     # When a canceled subscription ended.
     end_time: datetime | None = None
+    # The org's own id for it (Subscription.external_id); "" when none.
+    external_id: str = ""
 
     def takes_usage_at(self, at: datetime) -> bool:
         """Trialing, active and past-due take usage; paused and canceled only before."""

@@ -25,6 +25,7 @@ from services.usage.domain import (
     RejectionReason,
     ValidEvent,
 )
+from services.usage.domain.external import ExternalIds
 from services.usage.domain.rejections import (
     bounded_message,
     dedupe_key,
@@ -137,8 +138,15 @@ async def record_usage(
         subscriptions_by_org=context.by_org,
     ).validate
     any_rejected = False
+    # Only a batch naming subscriptions by external id pays for the index.
+    external = (
+        ExternalIds(context.by_org).resolve
+        if any(e.external_subscription_id for e in events)
+        else None
+    )
     for index, event in enumerate(events):
-        outcome = validate(event)
+        named = external(event) if external is not None else event
+        outcome = named if isinstance(named, Rejected) else validate(named)
         key = (event.org_id, event.idempotency_key)
         if isinstance(outcome, Rejected):
             any_rejected = True

@@ -362,7 +362,8 @@ async def load_context(
     )
     metrics = _metrics_by_name(metric_rows, set(wanted))
     sub_rows = await driver.fetch(
-        "SELECT subscription_id, org_id, state, pause_time, end_time FROM subscription"
+        "SELECT subscription_id, org_id, state, pause_time, end_time, external_id"
+        " FROM subscription"
         " WHERE org_id = ANY($1::text[]) OR subscription_id = ANY($2::text[])",
         list(set(org_ids)),
         list(set(subscription_ids)),
@@ -396,6 +397,7 @@ async def load_context(
             periods=tuple(sorted(periods[r["subscription_id"]], key=lambda p: p.start)),
             pause_time=r["pause_time"],
             end_time=r["end_time"],
+            external_id=r["external_id"],
         )
         by_id[view.subscription_id] = view
         by_org.setdefault(view.org_id, []).append(view)

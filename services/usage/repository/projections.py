@@ -39,6 +39,7 @@ class SubscriptionRow:
     pause_time: datetime | None
     end_time: datetime | None
     source_update_time: datetime | None
+    external_id: str = ""
 
 
 def _not_older(column: ColumnElement[Any], incoming: datetime | None) -> ColumnElement[bool]:
@@ -76,16 +77,16 @@ async def upsert_metric(session: AsyncSession, row: MetricRow) -> None:
 _UPSERT_SUBSCRIPTION = """
 INSERT INTO subscription AS s (subscription_id, org_id, state, package_version_id,
     current_period_start, current_period_end, pause_time, end_time, source_update_time,
-    updated_at)
+    external_id, updated_at)
 VALUES (:subscription_id, :org_id, :state, :package_version_id, :current_period_start,
-    :current_period_end, :pause_time, :end_time, :source_update_time, now())
+    :current_period_end, :pause_time, :end_time, :source_update_time, :external_id, now())
 ON CONFLICT (subscription_id) DO UPDATE SET
     org_id = excluded.org_id, state = excluded.state,
     package_version_id = excluded.package_version_id,
     current_period_start = excluded.current_period_start,
     current_period_end = excluded.current_period_end, pause_time = excluded.pause_time,
     end_time = excluded.end_time, source_update_time = excluded.source_update_time,
-    updated_at = excluded.updated_at
+    external_id = excluded.external_id, updated_at = excluded.updated_at
 -- Events of one producer arrive in order, but a replayed old event must not
 -- roll the projection back.
 WHERE excluded.source_update_time IS NULL OR s.source_update_time IS NULL
@@ -151,6 +152,7 @@ def _subscription_params(row: SubscriptionRow) -> dict[str, Any]:
         "pause_time": row.pause_time,
         "end_time": row.end_time,
         "source_update_time": row.source_update_time,
+        "external_id": row.external_id,
     }
 
 

@@ -58,6 +58,7 @@ subscription_table = Table(
     Column("current_period_end", DateTime(timezone=True), nullable=True),
     Column("pause_time", DateTime(timezone=True), nullable=True),
     Column("end_time", DateTime(timezone=True), nullable=True),
+    Column("external_id", Text, nullable=False, server_default=""),
     Column("source_update_time", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_subscription_org_id", "org_id"),

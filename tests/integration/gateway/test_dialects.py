@@ -66,6 +66,7 @@ class World:
     org_a: str = ""
     org_b: str = ""
     subscriptions: dict[str, str] = field(default_factory=dict)
+    metric_ids: dict[str, str] = field(default_factory=dict)
     secret_a: str = ""
 
     @property
@@ -131,6 +132,7 @@ async def _catalog_and_subscriptions(world: World) -> None:
         r = await http.post(f"{ADMIN}/metrics", json={"metric": metric}, headers=admin)
         assert r.status_code == 200, r.text
         metric_ids.append(r.json()["metric"]["metricId"])
+        world.metric_ids[metric["code"]] = metric_ids[-1]
     draft = {
         "name": "Dialects",
         "currencyCode": "USD",
@@ -221,6 +223,73 @@ async def test_lago_sdk_events_count_once_for_the_key_org(world: World) -> None:
     value = await world.settled(world.org_a, world.tokens, tokens_before + 3)
     # The warm-up event counted 1; the batch 10 + 20 + 30.
     assert value == "61"
+
+
+async def test_lago_sdk_names_by_external_subscription_id_and_metric_alias(world: World) -> None:
+    """Lago's ids unchanged: the subscription by the org's external id for it,
+    the metric by an alias; an unknown external id is Lago's 422."""
+    http, admin = world.http, admin_headers()
+    org, external, alias = (
+        f"org_c_{world.suffix}",
+        f"lago-sub-{world.suffix}",
+        f"Lago Calls {world.suffix}",
+    )
+    r = await http.patch(
+        f"{ADMIN}/metrics/{world.metric_ids[world.calls]}",
+        json={"metric": {"aliases": [alias]}, "updateMask": "aliases"},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["metric"]["aliases"] == [alias]
+    r = await http.get(f"{PORTAL}/subscriptions", headers=portal_headers(world.org_a))
+    package_id = r.json()["subscriptions"][0]["packageId"]
+    created = await http.post(
+        f"{PORTAL}/subscriptions",
+        json={"packageId": package_id, "externalId": external, "requestId": f"sub-{org}"},
+        headers=portal_headers(org),
+    )
+    assert created.status_code == 200, created.text
+    assert created.json()["subscription"]["externalId"] == external
+    world.subscriptions[org] = created.json()["subscription"]["subscriptionId"]
+    key = await http.post(f"{ADMIN}/orgs/{org}/apiKeys", json={"name": "c"}, headers=admin)
+    assert key.status_code == 200, key.text
+    secret = key.json()["secret"]
+
+    # Until usage has learnt the alias and the subscription the event is
+    # rejected, and a rejected event is not stored: sending again is safe.
+    first = {"transaction_id": f"ext-0-{world.suffix}", "external_subscription_id": external}
+    await eventually(
+        lambda: http.post(
+            "/api/v1/events",
+            json={"event": {**first, "code": alias}},
+            headers={"Authorization": f"Bearer {secret}"},
+        ),
+        lambda r: r.status_code == 200,
+    )
+    event = Event(
+        transaction_id=f"ext-1-{world.suffix}",
+        external_subscription_id=external,
+        code=alias,
+        timestamp=datetime.now(UTC).timestamp(),
+    )
+    answer = await asyncio.to_thread(_lago(world, secret).events.create, event)
+    assert answer is not None and answer.external_subscription_id == external
+    await asyncio.to_thread(_lago(world, secret).events.create, event)  # a retry counts once
+    assert await world.settled(org, world.calls, 2) == "2"
+
+    unknown = Event(
+        transaction_id=f"ext-2-{world.suffix}",
+        external_subscription_id=f"nobody-{world.suffix}",
+        code=alias,
+    )
+    with pytest.raises(LagoApiError) as refused:
+        await asyncio.to_thread(_lago(world, secret).events.create, unknown)
+    assert refused.value.status_code == 422
+    feed = await http.get(f"{ADMIN}/orgs/{org}/rejectedEvents", headers=admin)
+    assert feed.status_code == 200, feed.text
+    reasons = {e["idempotencyKey"]: e["reason"] for e in feed.json()["rejectedEvents"]}
+    assert reasons[unknown.transaction_id] == "USAGE_REJECTION_REASON_UNKNOWN_SUBSCRIPTION"
+    assert (await world.aggregate(org, world.calls))[0] == 2
 
 
 async def test_lago_rejections_and_bad_input_in_lagos_error_shape(world: World) -> None:

@@ -43,7 +43,8 @@ def test_lago_event_mapped_onto_the_key_org() -> None:
     assert event.org_id == "org_a"
     assert event.idempotency_key == "tx-1"
     assert event.metric_code == "api_calls"
-    assert event.subscription_id == "sub-1"
+    # Resolved by the usage service: the org's subscription with that external id, or that id.
+    assert (event.external_subscription_id, event.subscription_id) == ("sub-1", "")
     assert event.event_time.ToDatetime(UTC) == EPOCH + timedelta(seconds=1764770400.25)
     assert dict(event.properties) == {"tokens": "12", "ratio": "0.5", "region": "eu", "ok": "true"}
 

@@ -177,6 +177,8 @@ def plain_events(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         event["subscription_id"] = draw(plain_text)
     if draw(st.booleans()):
+        event["externalSubscriptionId"] = draw(plain_text)
+    if draw(st.booleans()):
         event["properties"] = draw(st.dictionaries(plain_text, plain_text, max_size=3))
     return event
 

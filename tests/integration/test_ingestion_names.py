@@ -1,4 +1,6 @@
-"""Metric aliases across catalog and usage, through their gRPC APIs only.
+"""Other systems' names for metrics and subscriptions (metric aliases,
+subscription external ids) across catalog, subscriptions and usage, through
+their gRPC APIs.
 
 The catalog keeps a metric's aliases unique among live metrics' codes and
 aliases (field violations otherwise) and announces them in its metric events;
@@ -197,6 +199,82 @@ async def test_a_name_another_live_metric_answers_to_is_refused(apis: Apis) -> N
     assert list(again.aliases) == [f"First {s}"]
 
 
+async def test_an_event_naming_a_subscription_by_external_id_counts_into_it(apis: Apis) -> None:
+    s = _suffix()
+    code, org, external = f"ext_{s}", f"org_ext_{s}", f"Lago Sub/{s}"
+    _, package = await publish_per_call_package(
+        apis.catalog, metric_code=code, package_code=f"pkg_ext_{s}", timeout=TIMEOUT, trial_days=0
+    )
+    sub = await _subscribe(apis, org, package.package_id, external_id=external)
+    got = await apis.subscriptions.GetSubscription(
+        subscriptions_pb2.GetSubscriptionRequest(subscription_id=sub, org_id=org), timeout=TIMEOUT
+    )
+    assert got.subscription.external_id == external
+
+    # One meaning per org: a second live subscription with it is refused, a
+    # malformed one names the field.
+    with pytest.raises(grpc.aio.AioRpcError) as taken:
+        await apis.subscriptions.CreateSubscription(
+            subscriptions_pb2.CreateSubscriptionRequest(
+                org_id=org,
+                package_id=package.package_id,
+                external_id=external,
+                allow_multiple=True,
+            ),
+            timeout=TIMEOUT,
+        )
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert details(taken.value)[0] == "SUBSCRIPTION_EXTERNAL_ID_TAKEN"
+    bad = await _refused(
+        apis.subscriptions.CreateSubscription(
+            subscriptions_pb2.CreateSubscriptionRequest(
+                org_id=org, package_id=package.package_id, external_id=" padded"
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    assert set(bad) == {"external_id"}
+
+    def named(key: str, external_id: str, **kw: str) -> usage.UsageEvent:
+        return usage.UsageEvent(
+            org_id=org,
+            metric_code=code,
+            idempotency_key=f"{s}-{key}",
+            external_subscription_id=external_id,
+            **kw,
+        )
+
+    reply = await _eventually_recorded(apis, [named("by-ext", external), named("by-id", sub)])
+    assert [r.status for r in reply.results] == [usage.USAGE_EVENT_STATUS_ACCEPTED] * 2
+    misses = await record_batch(
+        apis.usage,
+        [
+            named("nobody", f"nobody-{s}"),
+            # Another org's external id names nothing here.
+            usage.UsageEvent(
+                org_id=f"other_{s}",
+                metric_code=code,
+                idempotency_key=f"{s}-other",
+                external_subscription_id=external,
+            ),
+            named("mismatch", external, subscription_id=f"sub-{s}"),
+        ],
+    )
+    assert [(r.status, r.reason) for r in misses.results] == [
+        (REJECTED, usage.USAGE_REJECTION_REASON_UNKNOWN_SUBSCRIPTION)
+    ] * 3
+    assert await aggregate(apis.usage, sub, code) == (Decimal(2), 2)
+    feed = await apis.usage.ListRejectedEvents(
+        usage_api.ListRejectedEventsRequest(
+            org_id=org, reason=usage.USAGE_REJECTION_REASON_UNKNOWN_SUBSCRIPTION
+        ),
+        timeout=TIMEOUT,
+    )
+    found = {r.idempotency_key: r.message for r in feed.rejected_events}
+    assert set(found) == {f"{s}-nobody", f"{s}-mismatch"}
+    assert f"nobody-{s}" in found[f"{s}-nobody"]
+
+
 def _metric(code: str, aliases: list[str]) -> catalog.BillableMetric:
     return catalog.BillableMetric(
         code=code, name=code, aggregation=catalog.AGGREGATION_COUNT, aliases=aliases
@@ -210,7 +288,7 @@ async def _create(apis: Apis, code: str, aliases: list[str]) -> catalog.Billable
     return reply.metric
 
 
-async def _subscribe(apis: Apis, org: str, package_id: str) -> str:
+async def _subscribe(apis: Apis, org: str, package_id: str, external_id: str = "") -> str:
     """Subscribe once the subscriptions service has learnt the package from its event."""
     made: list[str] = []
 
@@ -218,7 +296,10 @@ async def _subscribe(apis: Apis, org: str, package_id: str) -> str:
         try:
             reply = await apis.subscriptions.CreateSubscription(
                 subscriptions_pb2.CreateSubscriptionRequest(
-                    org_id=org, package_id=package_id, request_id=f"sub-{org}"
+                    org_id=org,
+                    package_id=package_id,
+                    request_id=f"sub-{org}",
+                    external_id=external_id,
                 ),
                 timeout=TIMEOUT,
             )
