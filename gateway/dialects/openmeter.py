@@ -10,8 +10,11 @@ OpenMeter           Tally
 ==================  ===============================================
 ``source`` + ``id`` ``idempotency_key`` = ``"<source> <id>"`` (a URI
                     reference holds no space, so the pair is unambiguous)
-``type``            ``metric_code``
-``subject``         must be the API key's org id, else refused
+``type``            ``metric_code`` (a metric's code or alias)
+``subject``         the API key's org id (its active subscription), or
+                    ``external_subscription_id``: one of the org's
+                    subscriptions by its external id, resolved by the
+                    usage service (none: UNKNOWN_SUBSCRIPTION)
 ``time``            ``event_time`` (RFC 3339; unset means now)
 ``data``            ``properties``: every scalar member as a string,
                     nested objects flattened as ``a.b``; the metric's
@@ -82,8 +85,9 @@ def _event(item: Any, org_id: str, prefix: str, bad: list[Violation]) -> resourc
     event.metric_code = _text(item, "type", prefix, bad)
     subject = _text(item, "subject", prefix, bad)
     if subject and subject != org_id:
-        # The org is the API key's: another customer named here is refused, never obeyed.
-        bad.append(Violation(prefix + "subject", "must be the API key's org id"))
+        # The org stays the API key's: a subject names a subscription of that
+        # org only (another org's subject resolves to nothing, and is rejected).
+        event.external_subscription_id = subject
     key = f"{source} {event_id}"
     if len(key) > MAX_KEY_LENGTH:
         bad.append(

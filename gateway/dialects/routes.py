@@ -62,7 +62,11 @@ _COMPONENTS: dict[str, dict[str, Any]] = {
             "id": {"type": "string"},
             "source": {"type": "string"},
             "type": {"type": "string", "description": "a metric code"},
-            "subject": {"type": "string", "description": "the API key's org id"},
+            "subject": {
+                "type": "string",
+                "description": "the API key's org id, or the external id of one of its"
+                " subscriptions",
+            },
             "time": {"type": "string", "format": "date-time"},
             "data": _OBJECT,
         }
