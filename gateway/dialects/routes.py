@@ -81,7 +81,11 @@ _COMPONENTS: dict[str, dict[str, Any]] = {
             "payload": {
                 "type": "object",
                 "properties": {
-                    "stripe_customer_id": {"type": "string", "description": "the API key's org id"},
+                    "stripe_customer_id": {
+                        "type": "string",
+                        "description": "the API key's org id, or the external id of one of"
+                        " its subscriptions",
+                    },
                     "value": {"type": "string"},
                 },
             },
@@ -291,7 +295,9 @@ class DialectRoutes:
             return _stripe_error(
                 400,
                 stripe_meter.error_body(
-                    f"{outcome.reason}: {outcome.message}", param="event_name", code=outcome.reason
+                    f"{outcome.reason}: {outcome.message}",
+                    param=stripe_meter.rejected_param(outcome.reason),
+                    code=outcome.reason,
                 ),
             )
         return JSONResponse(stripe_meter.meter_event(event, outcome))

@@ -9,8 +9,13 @@ Stripe                              Tally
 ==================================  =====================================
 ``identifier``                      ``idempotency_key`` (a UUID when unset,
                                     as Stripe makes one: then no dedupe)
-``event_name``                      ``metric_code``
-``payload[stripe_customer_id]``     must be the API key's org id
+``event_name``                      ``metric_code`` (a code or alias)
+``payload[stripe_customer_id]``     required: the API key's org id (its
+                                    active subscription), or
+                                    ``external_subscription_id``: one of
+                                    the org's subscriptions by its
+                                    external id (a ``cus_...``), resolved
+                                    by the usage service
 ``payload[value]``                  ``value`` (a whole number, as Stripe's)
 other ``payload[...]``              ``properties``
 ``timestamp`` (Unix seconds)        ``event_time`` (unset: now)
@@ -96,6 +101,13 @@ def decode_stream(body: Any, org_id: str) -> list[resources_pb2.UsageEvent]:
     return [_event(item, org_id, f"events[{i}].") for i, item in enumerate(events)]
 
 
+def rejected_param(reason: str) -> str:
+    """The parameter a usage rejection is about, as Stripe names it."""
+    if reason in ("unknown_subscription", "no_active_subscription"):
+        return f"payload[{CUSTOMER_KEY}]"
+    return "event_name"
+
+
 def _bad(param: str, message: str, code: str = "parameter_invalid") -> DialectError:
     return DialectError(message, {"param": [param], "code": [code]})
 
@@ -112,12 +124,11 @@ def _event(item: Any, org_id: str, prefix: str) -> resources_pb2.UsageEvent:
     if not isinstance(payload, dict):
         raise _bad(prefix + "payload", "Missing required param: payload.", "parameter_missing")
     customer = payload.get(CUSTOMER_KEY)
-    if customer != org_id:
-        # The org is the API key's: another customer is refused, never obeyed.
+    if not isinstance(customer, str) or not customer:
         raise _bad(
             f"{prefix}payload[{CUSTOMER_KEY}]",
-            f"payload[{CUSTOMER_KEY}] must be this API key's org id",
-            "resource_missing",
+            f"Missing required param: payload[{CUSTOMER_KEY}].",
+            "parameter_missing",
         )
     identifier = item.get("identifier")
     if identifier is not None and (not isinstance(identifier, str) or not identifier):
@@ -127,6 +138,10 @@ def _event(item: Any, org_id: str, prefix: str) -> resources_pb2.UsageEvent:
         metric_code=name,
         idempotency_key=identifier or str(uuid.uuid4()),
     )
+    if customer != org_id:
+        # The org stays the API key's: a customer names a subscription of that
+        # org only (another org's customer resolves to nothing, and is rejected).
+        event.external_subscription_id = customer
     value = payload.get(VALUE_KEY)
     if value is not None:
         text = property_text(value)

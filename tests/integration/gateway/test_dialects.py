@@ -227,7 +227,8 @@ async def test_lago_sdk_events_count_once_for_the_key_org(world: World) -> None:
 
 async def test_lago_sdk_names_by_external_subscription_id_and_metric_alias(world: World) -> None:
     """Lago's ids unchanged: the subscription by the org's external id for it,
-    the metric by an alias (OpenMeter's subject and type too); an unknown
+    the metric by an alias (OpenMeter's subject and type, Stripe's customer and
+    event name too); an unknown
     external id is Lago's 422."""
     http, admin = world.http, admin_headers()
     org, external, alias = (
@@ -287,6 +288,16 @@ async def test_lago_sdk_names_by_external_subscription_id_and_metric_alias(world
     )
     await asyncio.to_thread(_openmeter(world, secret).events.ingest_event, by_subject)
     assert await world.settled(org, world.calls, 3) == "3"
+    # Stripe's customer too.
+    await asyncio.to_thread(
+        _stripe(world, secret).v1.billing.meter_events.create,
+        {
+            "event_name": alias,
+            "identifier": f"ext-st-{world.suffix}",
+            "payload": {"stripe_customer_id": external},
+        },
+    )
+    assert await world.settled(org, world.calls, 4) == "4"
 
     unknown = Event(
         transaction_id=f"ext-2-{world.suffix}",
@@ -300,7 +311,7 @@ async def test_lago_sdk_names_by_external_subscription_id_and_metric_alias(world
     assert feed.status_code == 200, feed.text
     reasons = {e["idempotencyKey"]: e["reason"] for e in feed.json()["rejectedEvents"]}
     assert reasons[unknown.transaction_id] == "USAGE_REJECTION_REASON_UNKNOWN_SUBSCRIPTION"
-    assert (await world.aggregate(org, world.calls))[0] == 3
+    assert (await world.aggregate(org, world.calls))[0] == 4
 
 
 async def test_lago_rejections_and_bad_input_in_lagos_error_shape(world: World) -> None:
@@ -651,6 +662,8 @@ async def test_stripe_errors_in_stripes_shape(world: World) -> None:
             client.v1.billing.meter_events.create,
             {"event_name": world.calls, "payload": {"stripe_customer_id": world.org_b}},
         )
+    # Org B's id names no subscription of the key's org: rejected, never written.
+    assert other_org.value.code == "unknown_subscription"
     assert other_org.value.param == "payload[stripe_customer_id]"
     with pytest.raises(stripe.InvalidRequestError) as unknown:
         await asyncio.to_thread(

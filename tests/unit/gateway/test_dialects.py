@@ -215,11 +215,14 @@ def test_stripe_form_mapped_and_other_customers_refused() -> None:
     assert (event.metric_code, event.idempotency_key, event.value) == ("tokens", "id-1", "25")
     assert dict(event.properties) == {"model": "small"}
     assert event.event_time.seconds == 1764770400
+    # Another customer names one of the org's subscriptions by external id.
+    by_customer = stripe_meter.decode_form(
+        [("event_name", "t"), ("payload[stripe_customer_id]", "cus_1")], "org_a"
+    )
+    assert (by_customer.org_id, by_customer.external_subscription_id) == ("org_a", "cus_1")
+    assert event.external_subscription_id == ""
     for pairs, param in (
-        (
-            [("payload[stripe_customer_id]", "org_b"), ("event_name", "t")],
-            "payload[stripe_customer_id]",
-        ),
+        ([("event_name", "t")], "payload[stripe_customer_id]"),
         ([("payload[stripe_customer_id]", "org_a")], "event_name"),
         (
             [
