@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from services.usage.domain.events import IncomingEvent
 from services.usage.domain.periods import SubscriptionState, SubscriptionView
@@ -51,9 +52,9 @@ def _preferred_last(subs: Iterable[SubscriptionView]) -> list[SubscriptionView]:
     # An external id is unique among subscriptions not canceled; a canceled
     # one may share it with a live successor, which wins (it comes last), and
     # among canceled ones the latest ended.
-    def rank(sub: SubscriptionView) -> tuple[bool, float]:
+    def rank(sub: SubscriptionView) -> tuple[bool, bool, datetime | None]:
         live = sub.state is not SubscriptionState.CANCELED
-        ended = sub.end_time.timestamp() if sub.end_time else float("inf")
-        return (live, ended)
+        # Not ended sorts after every end time: (False, t) < (True, None).
+        return (live, sub.end_time is None, sub.end_time)
 
     return sorted(subs, key=rank)
