@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 
 import httpx
@@ -12,9 +11,9 @@ import pytest
 from google.protobuf import json_format
 from tally.catalog.v1 import resources_pb2 as pb
 
-from console.app import create_app
-from console.settings import ConsoleSettings
+from tests.support.console_app import form_value, production_settings
 from tests.support.gateway import token
+from tests.unit.console.conftest import MakeConsole
 
 ADMIN = "/super-admin/billing/v1"
 AUTH = {"Authorization": f"Bearer {token(roles=['billing_admin'])}"}
@@ -65,28 +64,20 @@ class FakeGateway:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[tuple[FakeGateway, httpx.AsyncClient]]:
+def fake(make_console: MakeConsole) -> tuple[FakeGateway, httpx.AsyncClient]:
     gateway = FakeGateway()
-    settings = ConsoleSettings(tally_profile="production", session_secret="s" * 40)  # type: ignore[call-arg]
-    app = create_app(settings, transport=httpx.MockTransport(gateway))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="https://console.test", headers=AUTH
-    ) as client:
-        yield gateway, client
-
-
-def hidden(html: str, name: str) -> str:
-    found = re.search(rf'name="{re.escape(name)}" value="([^"]*)"', html)
-    assert found, name
-    return found[1]
+    client = make_console(
+        gateway, production_settings(), base_url="https://console.test", headers=AUTH
+    )
+    return gateway, client
 
 
 async def editor_form(client: httpx.AsyncClient) -> dict[str, str]:
     page = await client.get("/admin/catalog/packages/pkg_1")
     assert page.status_code == 200
     return {
-        "csrf_token": hidden(page.text, "csrf_token"),
-        "request_id": hidden(page.text, "request_id"),
+        "csrf_token": form_value(page.text, "csrf_token"),
+        "request_id": form_value(page.text, "request_id"),
         "draft.name": "UI Pro",
         "draft.currency_code": "USD",
         "draft.billing_interval": "BILLING_INTERVAL_MONTHLY",
@@ -126,8 +117,8 @@ async def test_a_refused_save_shows_the_violation_on_its_tier_and_keeps_the_requ
     ]
     tier = re.search(r'<tr data-tier="1">.*?</tr>', answer.text, re.S)
     assert tier and f'data-field="{TIERS}[1].up_to">increasing order &lt;b&gt;' in tier[0]
-    assert hidden(answer.text, "request_id") == form["request_id"]
-    assert hidden(answer.text, f"{TIERS}[1].up_to") == "50"
+    assert form_value(answer.text, "request_id") == form["request_id"]
+    assert form_value(answer.text, f"{TIERS}[1].up_to") == "50"
 
 
 async def test_row_buttons_only_re_render(fake: tuple[FakeGateway, httpx.AsyncClient]) -> None:
@@ -139,7 +130,7 @@ async def test_row_buttons_only_re_render(fake: tuple[FakeGateway, httpx.AsyncCl
     assert answer.status_code == 200
     assert gateway.writes() == []
     assert len(re.findall(r"<tr data-tier=", answer.text)) == 4
-    assert hidden(answer.text, f"{TIERS}[3].unit_amount") == "0.0125"  # still the last
+    assert form_value(answer.text, f"{TIERS}[3].unit_amount") == "0.0125"  # still the last
 
 
 async def test_the_cost_box_rates_the_typed_charge_under_its_own_request_id(

@@ -7,7 +7,7 @@ tests/browser/test_admin_operations.py drives the same pages against the suite.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,10 +19,10 @@ from starlette.datastructures import FormData
 
 from console.admin import OPERATIONS, _credit_body, credit_problem_fields, credit_rows
 from console.admin_usage import parse_time, time_params
-from console.app import create_app
 from console.gateway import Problem
-from console.settings import ConsoleSettings
+from tests.support.console_app import GatewayHandler, form_value, production_settings
 from tests.support.gateway import token
+from tests.unit.console.conftest import MakeConsole
 
 ADMIN_TOKEN = token(roles=["billing_admin"])
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -151,24 +151,12 @@ def test_times_from_the_form() -> None:
 
 
 @pytest.fixture
-async def client_for() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
-    made: list[httpx.AsyncClient] = []
+def client_for(make_console: MakeConsole) -> Callable[..., httpx.AsyncClient]:
+    def make(handler: GatewayHandler) -> httpx.AsyncClient:
+        settings = production_settings(session_https_only=False)
+        return make_console(handler, settings, base_url="http://c")
 
-    def make(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-        settings = ConsoleSettings(
-            tally_profile="production", session_secret="s" * 40, session_https_only=False
-        )
-        app = create_app(settings, transport=httpx.MockTransport(handler))
-        made.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c"))
-        return made[-1]
-
-    yield make
-    for client in made:
-        await client.aclose()
-
-
-def _form_value(html: str, name: str) -> str:
-    return html.split(f'name="{name}" value="')[1].split('"')[0]
+    return make
 
 
 async def test_finalize_sends_the_forms_request_id_and_shows_the_entry_it_wrote(
@@ -205,11 +193,11 @@ async def test_finalize_sends_the_forms_request_id_and_shows_the_entry_it_wrote(
     page = await client.get("/admin/invoices/inv_1", headers=HEADERS)
     assert 'data-action="finalize"' in page.text and 'data-action="void"' not in page.text
     form = await client.get("/admin/invoices/inv_1/finalize", headers=HEADERS)
-    rid = _form_value(form.text, "request_id")
+    rid = form_value(form.text, "request_id")
     done = await client.post(
         "/admin/invoices/inv_1/finalize",
         headers=HEADERS,
-        data={"csrf_token": _form_value(form.text, "csrf_token"), "request_id": rid},
+        data={"csrf_token": form_value(form.text, "csrf_token"), "request_id": rid},
     )
     assert done.status_code == 303
     assert done.headers["location"] == f"/admin/invoices/inv_1?done=finalize&request={rid}"
@@ -251,7 +239,7 @@ async def test_a_failed_retry_shows_the_attempts_failure(
     done = await client.post(
         "/admin/invoices/inv_1/retry-payment",
         headers=HEADERS,
-        data={"csrf_token": _form_value(form.text, "csrf_token"), "request_id": "r-9"},
+        data={"csrf_token": form_value(form.text, "csrf_token"), "request_id": "r-9"},
     )
     assert done.headers["location"].endswith("done=retry-payment&request=r-9&payment=pay_1")
     result = await client.get(done.headers["location"], headers=HEADERS)

@@ -6,7 +6,7 @@ The gateway is an httpx MockTransport answering as the real one does
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from console.admin_audit import query, rfc3339
-from console.app import create_app
-from console.settings import ConsoleSettings
 from console.timeline import timeline
+from tests.support.console_app import production_settings
 from tests.support.gateway import token
+from tests.unit.console.conftest import MakeConsole
 
 ADMIN = token(org="org_demo", roles=["billing_admin"])
 SUPPORT = token(org="org_demo", roles=["billing_support"])
@@ -153,21 +153,11 @@ def test_the_audit_form_becomes_the_gateways_query() -> None:
 
 
 @pytest.fixture
-async def client_for() -> AsyncIterator[Callable[[Handler], httpx.AsyncClient]]:
-    made: list[httpx.AsyncClient] = []
-
+def client_for(make_console: MakeConsole) -> Callable[[Handler], httpx.AsyncClient]:
     def make(handler: Handler) -> httpx.AsyncClient:
-        settings = ConsoleSettings(tally_profile="production", session_secret="s" * 40)  # type: ignore[call-arg]
-        app = create_app(settings, transport=httpx.MockTransport(handler))
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://console.test"
-        )
-        made.append(client)
-        return client
+        return make_console(handler, production_settings())
 
-    yield make
-    for client in made:
-        await client.aclose()
+    return make
 
 
 def bearer(jwt: str) -> dict[str, str]:

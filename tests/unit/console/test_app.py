@@ -7,15 +7,15 @@ tests/browser drives the console against the real suite.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
-from console.app import create_app
 from console.settings import ConsoleSettings
 from tests.support.gateway import token
+from tests.unit.console.conftest import MakeConsole
 
 GatewayHandler = Callable[[httpx.Request], httpx.Response]
 CUSTOMER = token(org="org_demo", permissions=["organization:billing"])
@@ -32,20 +32,11 @@ def features(request: httpx.Request) -> httpx.Response:
 
 
 @pytest.fixture
-async def client_for() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
-    made: list[httpx.AsyncClient] = []
-
+def client_for(make_console: MakeConsole) -> Callable[..., httpx.AsyncClient]:
     def make(handler: GatewayHandler = features, **values: object) -> httpx.AsyncClient:
-        app = create_app(settings(**values), transport=httpx.MockTransport(handler))
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://console.test"
-        )
-        made.append(client)
-        return client
+        return make_console(handler, settings(**values))
 
-    yield make
-    for client in made:
-        await client.aclose()
+    return make
 
 
 async def test_sign_in_needs_the_sessions_csrf_token(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -16,12 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from console.app import create_app
 from console.money import format_price
 from console.portal_plans import charge_summary, limit_summary, plan_card
-from console.settings import ConsoleSettings
 from services.kit.currency import minor_units
+from tests.support.console_app import form_value
 from tests.support.gateway import token
+from tests.unit.console.conftest import MakeConsole
 
 CUSTOMER = token(org="org_globex", permissions=["organization:billing"])
 AUTH = {"Authorization": f"Bearer {CUSTOMER}"}
@@ -150,19 +149,9 @@ def problem(
 
 
 @pytest.fixture
-async def portal() -> AsyncIterator[tuple[httpx.AsyncClient, FakeGateway]]:
+def portal(make_console: MakeConsole) -> tuple[httpx.AsyncClient, FakeGateway]:
     fake = FakeGateway()
-    app = create_app(ConsoleSettings(), transport=httpx.MockTransport(fake))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://console.test", headers=AUTH
-    ) as client:
-        yield client, fake
-
-
-def field(html: str, name: str) -> str:
-    found = re.search(rf'name="{re.escape(name)}" value="([^"]*)"', html)
-    assert found, name
-    return found.group(1)
+    return make_console(fake, headers=AUTH), fake
 
 
 async def test_the_plan_page_shows_the_packages_side_by_side_with_the_current_one_marked(
@@ -196,7 +185,7 @@ async def test_the_quote_page_shows_both_invoices_and_its_form_carries_the_quote
     assert "-$900.00" in page.text and "-$855.90" in page.text and "credit balance" in page.text
     assert "Enterprise unused &lt;b&gt;" in page.text
     assert 'data-direction="downgrade"' in page.text
-    assert field(page.text, "package_version_id") == "pv_start"
+    assert form_value(page.text, "package_version_id") == "pv_start"
     # Nothing has changed yet.
     assert not [r for r in fake.sent if r.method == "POST"]
 
@@ -209,7 +198,7 @@ async def test_confirming_sends_the_forms_request_id_and_a_second_submit_sends_i
         "/portal/plan/change", params={"package_id": "pkg_start", "timing": "period_end"}
     )
     form = {
-        name: field(page.text, name)
+        name: form_value(page.text, name)
         for name in (
             "csrf_token",
             "request_id",
@@ -269,8 +258,8 @@ async def test_a_cancellation_refused_by_the_gateway_keeps_what_was_typed(
     )
     page = await client.get("/portal/plan/cancel")
     form = {
-        "csrf_token": field(page.text, "csrf_token"),
-        "request_id": field(page.text, "request_id"),
+        "csrf_token": form_value(page.text, "csrf_token"),
+        "request_id": form_value(page.text, "request_id"),
     }
     answer = await client.post(
         "/portal/plan/cancel", data={**form, "timing": "now", "reason": "<i>bye</i>"}
@@ -278,7 +267,7 @@ async def test_a_cancellation_refused_by_the_gateway_keeps_what_was_typed(
     assert answer.status_code == 400
     assert '<p class="field-error" data-field="reason">too long</p>' in answer.text
     assert "&lt;i&gt;bye&lt;/i&gt;</textarea>" in answer.text
-    assert field(answer.text, "request_id") == form["request_id"]
+    assert form_value(answer.text, "request_id") == form["request_id"]
     assert re.search(r'value="now" checked', answer.text)
 
 

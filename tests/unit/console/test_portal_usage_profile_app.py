@@ -6,15 +6,14 @@ import csv
 import io
 import json
 import re
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from console.app import create_app
 from console.portal_usage import CSV_HEADER
-from console.settings import ConsoleSettings
+from tests.support.console_app import form_value
 from tests.support.gateway import token
+from tests.unit.console.conftest import MakeConsole
 
 PORTAL = "/portal/billing/v1"
 AUTH = {
@@ -81,19 +80,9 @@ class FakeGateway:
 
 
 @pytest.fixture
-async def portal() -> AsyncIterator[tuple[httpx.AsyncClient, FakeGateway]]:
+def portal(make_console: MakeConsole) -> tuple[httpx.AsyncClient, FakeGateway]:
     fake = FakeGateway()
-    app = create_app(ConsoleSettings(), transport=httpx.MockTransport(fake))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://console.test", headers=AUTH
-    ) as client:
-        yield client, fake
-
-
-def field(html: str, name: str) -> str:
-    found = re.search(rf'name="{re.escape(name)}"[^>]*? value="([^"]*)"', html)
-    assert found, name
-    return found.group(1)
+    return make_console(fake, headers=AUTH), fake
 
 
 async def test_the_csv_is_an_attachment_with_a_header_and_hourly_buckets_for_a_day(
@@ -122,15 +111,18 @@ async def test_a_profile_violation_is_shown_next_to_its_field_with_the_form_as_t
 ) -> None:
     client, fake = portal
     page = await client.get("/portal/billing-profile")
-    assert page.status_code == 200 and field(page.text, "billing_profile.legal_name") == "Umbrella"
+    assert (
+        page.status_code == 200
+        and form_value(page.text, "billing_profile.legal_name") == "Umbrella"
+    )
     fake.refuse[f"{PORTAL}/billingProfile"] = problem(
         400, [{"field": "billing_profile.invoice_email", "description": "is not an email address"}]
     )
     answer = await client.post(
         "/portal/billing-profile",
         data={
-            "csrf_token": field(page.text, "csrf_token"),
-            "request_id": field(page.text, "request_id"),
+            "csrf_token": form_value(page.text, "csrf_token"),
+            "request_id": form_value(page.text, "request_id"),
             "billing_profile.invoice_email": "<b>nope</b>",
             "billing_profile.legal_name": "Umbrella",
         },
@@ -139,11 +131,13 @@ async def test_a_profile_violation_is_shown_next_to_its_field_with_the_form_as_t
     (patched,) = [r for r in fake.sent if r.method == "PATCH"]
     body = json.loads(patched.content)
     assert body["billingProfile"]["invoiceEmail"] == "<b>nope</b>"
-    assert body["requestId"] == patched.headers["x-request-id"] == field(page.text, "request_id")
+    assert (
+        body["requestId"] == patched.headers["x-request-id"] == form_value(page.text, "request_id")
+    )
     error = answer.text.split('data-field="billing_profile.invoice_email"')[1]
     assert error.startswith(">is not an email address<")
-    assert field(answer.text, "billing_profile.invoice_email") == "&lt;b&gt;nope&lt;/b&gt;"
-    assert field(answer.text, "request_id") == field(page.text, "request_id")
+    assert form_value(answer.text, "billing_profile.invoice_email") == "&lt;b&gt;nope&lt;/b&gt;"
+    assert form_value(answer.text, "request_id") == form_value(page.text, "request_id")
 
 
 async def test_a_card_token_that_is_not_a_test_card_never_reaches_the_gateway(
@@ -155,8 +149,8 @@ async def test_a_card_token_that_is_not_a_test_card_never_reaches_the_gateway(
     answer = await client.post(
         "/portal/payment-methods/new",
         data={
-            "csrf_token": field(form.text, "csrf_token"),
-            "request_id": field(form.text, "request_id"),
+            "csrf_token": form_value(form.text, "csrf_token"),
+            "request_id": form_value(form.text, "request_id"),
             "provider_payment_method_id": "pm_someone_elses",
         },
     )
@@ -173,7 +167,7 @@ async def test_a_refused_set_default_is_the_clear_403_and_payments_down_is_the_b
     fake.refuse[f"{PORTAL}/paymentMethods/pm_tally_1:setDefault"] = problem(403)
     refused = await client.post(
         "/portal/payment-methods/pm_tally_1/default",
-        data={"csrf_token": field(page.text, "csrf_token"), "request_id": "r-1"},
+        data={"csrf_token": form_value(page.text, "csrf_token"), "request_id": "r-1"},
     )
     assert refused.status_code == 403 and 'id="refused"' in refused.text
     assert "Not allowed" in refused.text

@@ -5,15 +5,15 @@ a bad filter next to its input without asking."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from console.app import create_app
 from console.rejected_events import REASONS, feed_params
-from console.settings import ConsoleSettings
+from tests.support.console_app import GatewayHandler, production_settings
 from tests.support.gateway import token
+from tests.unit.console.conftest import MakeConsole
 
 ADMIN_HEADERS = {"Authorization": f"Bearer {token(roles=['billing_support'])}"}
 PORTAL_HEADERS = {
@@ -32,20 +32,12 @@ ROW = {
 
 
 @pytest.fixture
-async def client_for() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
-    made: list[httpx.AsyncClient] = []
+def client_for(make_console: MakeConsole) -> Callable[..., httpx.AsyncClient]:
+    def make(handler: GatewayHandler) -> httpx.AsyncClient:
+        settings = production_settings(session_https_only=False)
+        return make_console(handler, settings, base_url="http://c")
 
-    def make(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-        settings = ConsoleSettings(
-            tally_profile="production", session_secret="s" * 40, session_https_only=False
-        )
-        app = create_app(settings, transport=httpx.MockTransport(handler))
-        made.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c"))
-        return made[-1]
-
-    yield make
-    for client in made:
-        await client.aclose()
+    return make
 
 
 def test_the_filters_become_the_gateways_parameters() -> None:
